@@ -1,0 +1,1 @@
+"""ECHO data side: real data-set readers, curation pipeline, synthetic CXR generator, processor."""

@@ -1,0 +1,256 @@
+"""``BlockDiffusionLM``: a Hugging Face causal LM (or Qwen2.5-VL) driven as a block-diffusion model.
+
+The wrapper never changes the backbone. It adds one ``[MASK]`` token, stores the block rules
+(block size, mask id, EOS id, pad id, shift) in the model's config so that
+``save_pretrained``/``from_pretrained`` bring them back, and runs the backbone on any
+:class:`~blockdistill.layout.SlotLayout` with the attention backend chosen in config.
+
+Example::
+
+    model = AutoModelForCausalLM.from_pretrained(path)
+    bd = BlockDiffusionLM.from_causal_lm(model, tokenizer, block_size=8)
+    logits = bd.diffusion_logits(batch.input_ids, batch.prompt_lens, batch.seq_lens, masked, targets)
+    bd.save_pretrained("runs/rad/model", tokenizer=tokenizer)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from blockdistill.attention import check_backend, hf_attn_implementation, render_mask
+from blockdistill.families import BackboneFamily, VisionInputs, family_for
+from blockdistill.layout import SlotLayout, clean_layout, full_dup_layout, padding_mask, rad_layout
+
+CONFIG_KEY = "blockdistill"
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """The block rules saved with a model. Every stage reads them from here."""
+
+    block_size: int
+    mask_token_id: int
+    eos_token_id: int
+    pad_token_id: int
+    shift: bool = False
+
+
+class BlockDiffusionLM(nn.Module):
+    """A backbone plus its block rules.
+
+    Invariant: ``spec`` is mirrored in ``model.config.blockdistill``; the mask id is a token
+    added for this purpose, never one of the backbone's real tokens.
+    """
+
+    def __init__(self, model: nn.Module, spec: BlockSpec, attn_backend: str = "sdpa",
+                 family: BackboneFamily | None = None, real_vocab_size: int | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.family = family or family_for(model)
+        rows = self.family.input_embeddings(model).num_embeddings
+        if not 0 <= spec.mask_token_id < rows:
+            raise ValueError(f"mask_token_id={spec.mask_token_id} is outside the embedding matrix (0..{rows - 1})")
+        if real_vocab_size is not None and spec.mask_token_id < real_vocab_size:
+            raise ValueError(
+                f"mask_token_id={spec.mask_token_id} collides with a real token (the tokenizer's vocabulary "
+                f"has {real_vocab_size} tokens); add a dedicated [MASK] token with from_causal_lm"
+            )
+        if spec.mask_token_id in (spec.eos_token_id, spec.pad_token_id):
+            raise ValueError(f"mask_token_id={spec.mask_token_id} must differ from the EOS and pad ids")
+        if spec.block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {spec.block_size}")
+        self.spec = spec
+        self.attn_backend = attn_backend
+        model.config.__dict__[CONFIG_KEY] = asdict(spec)
+        self.set_attn_backend(attn_backend)
+
+    # ------------------------------------------------------------------ construction and I/O
+    @classmethod
+    def from_causal_lm(cls, model: nn.Module, tokenizer: Any, *, block_size: int, shift: bool = False,
+                       mask_token: str = "[MASK]", eos_token_id: int | None = None,
+                       pad_token_id: int | None = None, attn_backend: str = "sdpa") -> BlockDiffusionLM:
+        """Wrap an AR model: add ``mask_token`` to ``tokenizer`` and resize embeddings once.
+
+        The new embedding row (and LM-head row when untied) is the mean of the existing rows,
+        so the mask token starts as a neutral "average token".
+        """
+        family = family_for(model)
+        real_vocab = len(tokenizer)
+        existing = tokenizer.get_vocab().get(mask_token)
+        if existing is not None and existing < real_vocab and mask_token not in tokenizer.all_special_tokens:
+            raise ValueError(f"mask token {mask_token!r} already exists as a real token (id {existing}); choose another")
+        tokenizer.add_special_tokens({"additional_special_tokens": [mask_token]}, replace_extra_special_tokens=False)
+        mask_id = tokenizer.convert_tokens_to_ids(mask_token)
+        emb = family.input_embeddings(model)
+        if mask_id >= emb.num_embeddings:
+            model.resize_token_embeddings(mask_id + 1, mean_resizing=False)
+            emb = family.input_embeddings(model)
+        with torch.no_grad():
+            emb.weight[mask_id] = emb.weight[:real_vocab].mean(0)
+            head = family.lm_head(model)
+            if head is not None and head.weight is not emb.weight:
+                head.weight[mask_id] = head.weight[:real_vocab].mean(0)
+                if getattr(head, "bias", None) is not None:
+                    head.bias[mask_id] = head.bias[:real_vocab].mean()
+        eos = eos_token_id if eos_token_id is not None else tokenizer.eos_token_id
+        if eos is None:
+            raise ValueError("tokenizer has no eos_token_id; pass eos_token_id explicitly")
+        pad = pad_token_id if pad_token_id is not None else (tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos)
+        spec = BlockSpec(block_size=block_size, mask_token_id=mask_id, eos_token_id=eos, pad_token_id=pad, shift=shift)
+        return cls(model, spec, attn_backend=attn_backend, family=family, real_vocab_size=real_vocab)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, attn_backend: str = "sdpa") -> BlockDiffusionLM:
+        """Wrap a model whose config already carries ``blockdistill`` block rules."""
+        stored = getattr(model.config, CONFIG_KEY, None)
+        if not stored:
+            raise ValueError("model config has no 'blockdistill' block rules; convert it with from_causal_lm first")
+        return cls(model, BlockSpec(**stored), attn_backend=attn_backend)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, *, attn_backend: str = "sdpa",
+                        trust_remote_code: bool = False, **kwargs: Any) -> BlockDiffusionLM:
+        """Load a model saved by :meth:`save_pretrained`. Never runs remote code unless asked."""
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        auto = AutoModelForImageTextToText if hasattr(config, "vision_config") else AutoModelForCausalLM
+        model = auto.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+        return cls.from_model(model, attn_backend=attn_backend)
+
+    def save_pretrained(self, path: str | os.PathLike, tokenizer: Any = None, **kwargs: Any) -> None:
+        """Atomically save weights (safetensors), config with block rules, and optionally the tokenizer."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            self.model.config.__dict__[CONFIG_KEY] = asdict(self.spec)
+            self.model.save_pretrained(tmp, **kwargs)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+            old = None
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def set_attn_backend(self, backend: str) -> None:
+        impl = hf_attn_implementation(backend)
+        self.model.set_attn_implementation(impl) if hasattr(self.model, "set_attn_implementation") else None
+        self.attn_backend = backend
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def block_size(self) -> int:
+        return self.spec.block_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.mask_embedding().device
+
+    @property
+    def max_context(self) -> int | None:
+        return getattr(self.family.text_config(self.model), "max_position_embeddings", None)
+
+    def mask_embedding(self) -> Tensor:
+        """``(D,)`` input embedding of the mask token."""
+        return self.family.input_embeddings(self.model).weight[self.spec.mask_token_id]
+
+    def check_length(self, n: int) -> None:
+        """Raise when a clean stream of ``n`` tokens does not fit the backbone's context."""
+        ctx = self.max_context
+        if ctx is not None and n > ctx:
+            raise ValueError(f"sequence has {n} tokens (prompt + response + block padding) "
+                             f"but the backbone's context is {ctx}")
+
+    # ------------------------------------------------------------------ core forward
+    def embed(self, input_ids: Tensor, vision: VisionInputs | None = None) -> Tensor:
+        """``(B, n)`` -> ``(B, n, D)`` input embeddings, vision features included."""
+        return self.family.embed(self.model, input_ids, vision)
+
+    def positions(self, input_ids: Tensor, valid: Tensor, vision: VisionInputs | None = None) -> tuple[Tensor, Tensor]:
+        """Clean-stream position ids ``(B, n)`` or ``(3, B, n)`` and per-row offsets ``(B, 1)``."""
+        return self.family.positions(self.model, input_ids, valid, vision)
+
+    def run(self, inputs_embeds: Tensor, position_ids: Tensor, layout: SlotLayout, *,
+            num_queries: int | None = None, cache: Any = None, attn_mask: Any = None) -> Tensor:
+        """Run the decoder on the last ``num_queries`` slots of ``layout`` (earlier slots are in
+        ``cache``). Returns hidden states ``(B, Q, D)``. ``attn_mask`` may be passed pre-rendered
+        (samplers cache it per shape); otherwise it is rendered from ``layout``."""
+        check_backend(self.attn_backend, inputs_embeds.device, training=self.training and torch.is_grad_enabled())
+        if attn_mask is None:
+            attn_mask = render_mask(layout, self.attn_backend, inputs_embeds.dtype, num_queries)
+        out = self.family.decoder(self.model)(
+            inputs_embeds=inputs_embeds, position_ids=position_ids, attention_mask=attn_mask,
+            cache=cache, use_cache=cache is not None,
+        )
+        return out.last_hidden_state
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """LM head on ``(..., D)`` hidden states -> ``(..., V)`` float logits."""
+        return self.family.lm_head(self.model)(hidden).float()
+
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        return self.diffusion_logits(*args, **kwargs)
+
+    # ------------------------------------------------------------------ training views
+    def diffusion_logits(self, input_ids: Tensor, prompt_lens: Tensor, seq_lens: Tensor, masked: Tensor,
+                         targets: Tensor, vision: VisionInputs | None = None, layout: str = "rad") -> Tensor:
+        """Logits predicting the clean tokens at ``targets`` from the noisy copy.
+
+        Args:
+            input_ids: ``(B, n)`` clean streams (prompt + response + EOS padding), right-padded.
+            prompt_lens, seq_lens: ``(B,)`` prompt length P and clean length n per row.
+            masked: bool ``(B, n)``: clean indices replaced by the mask token in the noisy copy.
+            targets: long ``(B, K)`` clean indices whose logits are wanted (response indices).
+            layout: ``"rad"`` (noisy copy from ``s``) or ``"full_dup"`` (noisy copy of everything).
+        Returns:
+            float ``(B, K, V)``. Only these K rows go through the LM head.
+        """
+        b, n = input_ids.shape
+        size = self.spec.block_size
+        if layout == "rad":
+            lay = rad_layout(prompt_lens, seq_lens, size, width=n)
+        elif layout == "full_dup":
+            lay = full_dup_layout(seq_lens, size, width=n)
+        else:
+            raise ValueError(f"layout must be 'rad' or 'full_dup', got {layout!r}")
+        valid = padding_mask(seq_lens, n)
+        clean = self.embed(input_ids, vision)
+        pos_clean, _ = self.positions(input_ids, valid, vision)
+        nidx = lay.clean_index[:, n:]
+        noisy_masked = masked.gather(1, nidx) & lay.valid[:, n:]
+        noisy = clean.gather(1, nidx[..., None].expand(-1, -1, clean.shape[-1]))
+        noisy = torch.where(noisy_masked[..., None], self.mask_embedding().to(noisy.dtype), noisy)
+        hidden = self.run(torch.cat([clean, noisy], 1), lay.positions(pos_clean), lay)
+        slots = lay.prediction_slot(targets, self.spec.shift)
+        picked = hidden.gather(1, slots[..., None].expand(-1, -1, hidden.shape[-1]))
+        return self.logits(picked)
+
+    def clean_logits(self, input_ids: Tensor, seq_lens: Tensor, vision: VisionInputs | None = None,
+                     keep: Tensor | None = None, block_size: int | None = None) -> Tensor:
+        """Logits of the clean stream under block-causal attention (``block_size=1``: causal).
+
+        ``keep`` ``(B, K)`` selects clean indices to run through the LM head (all when None).
+        """
+        b, n = input_ids.shape
+        lay = clean_layout(seq_lens, block_size or self.spec.block_size, width=n)
+        emb = self.embed(input_ids, vision)
+        pos, _ = self.positions(input_ids, lay.valid, vision)
+        hidden = self.run(emb, lay.positions(pos), lay)
+        if keep is not None:
+            hidden = hidden.gather(1, keep[..., None].expand(-1, -1, hidden.shape[-1]))
+        return self.logits(hidden)

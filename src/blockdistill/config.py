@@ -1,0 +1,267 @@
+"""Configuration dataclasses and the one YAML loader.
+
+Every field is documented right under it and validated in ``__post_init__``; a bad value
+raises :class:`ConfigError` naming the field. YAML files and ``key=value`` command-line
+overrides are merged by OmegaConf and turned into these objects only at entry points
+(:func:`load_config`); library classes take explicit arguments, never a config object.
+
+Example::
+
+    cfg = load_config(RADTrainConfig, "configs/rad.yaml", ["block.block_size=8", "optim.lr=1e-4"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+ATTN_BACKENDS = ("sdpa", "eager", "flex_attention", "xformers")
+"""Attention backends: SDPA with a dense mask (default, trains on CPU), eager with an additive
+float mask, flex_attention with a block mask (GPU training, inference anywhere) and xformers
+(optional, GPU only)."""
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid. The message names the field."""
+
+
+def _check(cond: bool, field_name: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{field_name}: {msg}")
+
+
+@dataclass
+class BlockConfig:
+    """The block-diffusion rules shared by training, distillation and decoding (DESIGN.md §2)."""
+
+    block_size: int = 4
+    """L, tokens per block. Blocks are aligned to absolute index 0 of the clean stream."""
+    shift: bool = False
+    """If True, logits at position i-1 predict token i (AR head alignment); else logits at i predict i."""
+    mask_token: str = "[MASK]"
+    """Text of the dedicated mask token added to the tokenizer."""
+    mask_token_id: int | None = None
+    """Id of the mask token; None = assigned when the token is added to the tokenizer."""
+    eos_token_id: int | None = None
+    """End-of-sequence id used for the response end and block padding; None = the tokenizer's."""
+    pad_token_id: int | None = None
+    """Batch padding id (never attended, never in a loss); None = the tokenizer's pad or EOS."""
+    attn_backend: str = "sdpa"
+    """One of ``sdpa`` (dense mask; default, the only one that trains on CPU), ``eager``,
+    ``flex_attention`` (GPU training, inference anywhere) or ``xformers`` (GPU only)."""
+
+    def __post_init__(self) -> None:
+        _check(self.block_size >= 1, "block.block_size", f"must be >= 1, got {self.block_size}")
+        _check(
+            self.attn_backend in ATTN_BACKENDS,
+            "block.attn_backend",
+            f"must be one of {ATTN_BACKENDS}, got {self.attn_backend!r}",
+        )
+        for name in ("mask_token_id", "eos_token_id", "pad_token_id"):
+            v = getattr(self, name)
+            _check(v is None or v >= 0, f"block.{name}", f"must be a non-negative id, got {v}")
+        _check(bool(self.mask_token), "block.mask_token", "must be a non-empty string")
+
+
+@dataclass
+class NoiseConfig:
+    """How response tokens are masked for the diffusion loss (SDAR default)."""
+
+    eps: float = 1e-3
+    """Minimum mask rate: p = (1 - eps) * t + eps with t ~ U(0, 1)."""
+    per_block: bool = False
+    """Draw one noise level t per block instead of one per example."""
+    complementary: bool = False
+    """Also train every example on the complement of its mask (Fast-dLLM v2), so every token is supervised."""
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.eps < 1.0, "noise.eps", f"must be in (0, 1), got {self.eps}")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup and cosine or constant decay."""
+
+    lr: float = 1e-4
+    """Peak learning rate."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay (not applied to biases and norms)."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """Adam betas."""
+    warmup_ratio: float = 0.03
+    """Fraction of the total steps spent in linear warmup."""
+    schedule: str = "cosine"
+    """``cosine`` (to ``min_lr_ratio`` * lr) or ``constant`` after warmup."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of ``lr`` for the cosine schedule."""
+    grad_clip: float = 1.0
+    """Gradient-norm clipping threshold; 0 disables."""
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas",
+               f"must be two values in [0, 1), got {self.betas}")
+        _check(0 <= self.warmup_ratio < 1, "optim.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        _check(self.schedule in ("cosine", "constant"), "optim.schedule",
+               f"must be 'cosine' or 'constant', got {self.schedule!r}")
+        _check(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        _check(self.grad_clip >= 0, "optim.grad_clip", f"must be >= 0, got {self.grad_clip}")
+
+
+@dataclass
+class TrainerConfig:
+    """Arguments forwarded to ``lightning.Trainer``."""
+
+    max_steps: int = 100
+    """Optimiser steps to train for."""
+    accelerator: str = "auto"
+    """``cpu``, ``gpu``, ``auto``, ..."""
+    devices: Any = 1
+    """Number of devices or ``auto``."""
+    strategy: str = "auto"
+    """Lightning strategy: ``auto``, ``ddp``, ``fsdp``, ``deepspeed_stage_2``, ..."""
+    precision: str = "32-true"
+    """Lightning precision, e.g. ``bf16-mixed`` or ``bf16-true`` on GPUs."""
+    accumulate_grad_batches: int = 1
+    """Micro-batches per optimiser step."""
+    log_every_n_steps: int = 10
+    """Logging interval."""
+    default_root_dir: str = "runs/train"
+    """Where checkpoints and logs are written; training resumes from ``last.ckpt`` here."""
+    seed: int = 0
+    """Seed for ``lightning.seed_everything``."""
+    gradient_checkpointing: bool = False
+    """Enable the backbone's gradient checkpointing (large models)."""
+    save_every_n_steps: int = 50
+    """Checkpoint interval (``last.ckpt`` is always kept for resuming)."""
+    enable_progress_bar: bool = True
+    """Show Lightning's progress bar."""
+
+    def __post_init__(self) -> None:
+        _check(self.max_steps >= 1, "trainer.max_steps", f"must be >= 1, got {self.max_steps}")
+        _check(self.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches",
+               f"must be >= 1, got {self.accumulate_grad_batches}")
+        _check(self.save_every_n_steps >= 1, "trainer.save_every_n_steps",
+               f"must be >= 1, got {self.save_every_n_steps}")
+        _check(self.log_every_n_steps >= 1, "trainer.log_every_n_steps",
+               f"must be >= 1, got {self.log_every_n_steps}")
+
+
+@dataclass
+class ModelConfig:
+    """Which backbone to wrap."""
+
+    pretrained: str | None = None
+    """Local path or hub id of a Hugging Face checkpoint (offline here: a local path)."""
+    tiny: dict[str, Any] | None = None
+    """Instead of ``pretrained``: keyword arguments of a random-init HF config (``model_type`` required)."""
+    dtype: str = "float32"
+    """``float32``, ``bfloat16`` or ``float16``."""
+    trust_remote_code: bool = False
+    """Never enabled silently: set it explicitly to run a checkpoint's own code."""
+    init_range: float | None = None
+    """Override ``initializer_range`` for random-init models (0.1 avoids degenerate tiny models)."""
+
+    def __post_init__(self) -> None:
+        _check((self.pretrained is None) != (self.tiny is None), "model",
+               "set exactly one of model.pretrained and model.tiny")
+        _check(self.dtype in ("float32", "bfloat16", "float16"), "model.dtype",
+               f"must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.tiny is not None:
+            _check("model_type" in self.tiny, "model.tiny.model_type", "is required")
+
+
+@dataclass
+class DataConfig:
+    """Training data: a JSONL file of ``{"prompt": str, "response": str}`` or token-id lists."""
+
+    train_file: str | None = None
+    """JSONL with ``prompt``/``response`` strings or ``prompt_ids``/``response_ids`` lists."""
+    tokenizer: str | None = None
+    """Tokenizer path (defaults to ``model.pretrained``)."""
+    batch_size: int = 8
+    """Examples per micro-batch."""
+    num_workers: int = 0
+    """DataLoader workers."""
+    max_length: int | None = None
+    """Maximum clean-stream length; longer examples are rejected with an error, never truncated."""
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "data.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
+        _check(self.max_length is None or self.max_length >= 1, "data.max_length",
+               f"must be >= 1, got {self.max_length}")
+
+
+@dataclass
+class ARTrainConfig:
+    """Stage 1: AR continued pre-training (next-token CE on the response)."""
+
+    model: ModelConfig = MISSING
+    """The backbone (required)."""
+    block: BlockConfig = field(default_factory=BlockConfig)
+    """Only the token ids are used in this stage."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Training data."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimiser."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """Trainer."""
+    output_dir: str = "runs/ar/model"
+    """Where the trained model is saved with ``save_pretrained``."""
+
+
+@dataclass
+class RADTrainConfig(ARTrainConfig):
+    """Stage 2: RAD adaptation into a block-diffusion model."""
+
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    """Noising of response tokens."""
+    layout: str = "rad"
+    """``rad`` (response-asymmetric) or ``full_dup`` (the BD3-LM/SDAR/Fast-dLLM v2 baseline)."""
+    output_dir: str = "runs/rad/model"
+    """Where the block-diffusion model is saved."""
+
+    def __post_init__(self) -> None:
+        _check(self.layout in ("rad", "full_dup"), "layout", f"must be 'rad' or 'full_dup', got {self.layout!r}")
+
+
+T = TypeVar("T")
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Build a ``cls`` instance from its defaults, a YAML file and ``key=value`` overrides.
+
+    Unknown keys and ill-typed values raise :class:`ConfigError` naming the key; values
+    rejected by a dataclass's ``__post_init__`` raise :class:`ConfigError` naming the field.
+    """
+    schema = OmegaConf.structured(cls)
+    try:
+        layers = [schema]
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"config file {str(path)!r} does not exist")
+            layers.append(OmegaConf.load(path))
+        if overrides:
+            bad = [o for o in overrides if "=" not in o]
+            if bad:
+                raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
+            layers.append(OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(*layers)
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        msg = str(getattr(e, "msg", e)).splitlines()[0]
+        raise ConfigError(f"{key or '?'}: {msg}") from None
+
+
+def to_yaml(cfg: Any) -> str:
+    """Render a config dataclass back to YAML (saved next to every run for reproducibility)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg))

@@ -1,0 +1,26 @@
+"""Backbone-family hooks: the only place that knows how a model family embeds tokens,
+computes position ids and exposes its decoder and LM head.
+
+Adding a family means adding one file with a :class:`BackboneFamily` subclass and calling
+:func:`register_family`; samplers, losses and training code never change.
+"""
+
+from blockdistill.families.base import (
+    BackboneFamily,
+    VisionInputs,
+    family_for,
+    register_family,
+    registered_families,
+)
+from blockdistill.families.qwen2_5_vl import Qwen25VLFamily
+from blockdistill.families.text import TextFamily
+
+__all__ = [
+    "BackboneFamily",
+    "Qwen25VLFamily",
+    "TextFamily",
+    "VisionInputs",
+    "family_for",
+    "register_family",
+    "registered_families",
+]

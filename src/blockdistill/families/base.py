@@ -1,0 +1,110 @@
+"""The backbone-family protocol and registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class VisionInputs:
+    """Vision inputs of a batch, in Qwen2.5-VL's conventions.
+
+    Images of the whole batch are concatenated in row order; each image's pad tokens appear
+    in its row's prompt as many times as it has merged patches.
+    """
+
+    pixel_values: Tensor
+    """Float ``(num_patches_total, C * temporal_patch * patch * patch)``."""
+    image_grid_thw: Tensor
+    """Long ``(num_images, 3)``: temporal, height, width patches of each image."""
+    mm_token_type_ids: Tensor | None = None
+    """Int ``(B, n)``: 1 on image-pad tokens, 0 on text (recomputed from ids when None)."""
+
+    def to(self, device: torch.device | str) -> VisionInputs:
+        return VisionInputs(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).to(device))
+                               for f in fields(self)})
+
+    def select(self, rows: list[int], image_rows: Tensor) -> VisionInputs:
+        """Vision inputs of a subset of rows. ``image_rows`` (num_images,) gives each image's row."""
+        keep = torch.isin(image_rows, torch.tensor(rows, device=image_rows.device))
+        per_image = self.image_grid_thw.prod(-1)
+        starts = torch.cumsum(per_image, 0) - per_image
+        pieces = [self.pixel_values[int(s): int(s) + int(c)] for s, c, k in zip(starts, per_image, keep) if k]
+        mm = None if self.mm_token_type_ids is None else self.mm_token_type_ids[rows]
+        return VisionInputs(torch.cat(pieces, 0), self.image_grid_thw[keep], mm)
+
+
+class BackboneFamily:
+    """How one family of Hugging Face models is driven. Subclass and override what differs.
+
+    The defaults serve any text ``*ForCausalLM`` that exposes ``get_decoder()`` and
+    ``get_output_embeddings()`` and uses 1-D RoPE positions ``0..n-1``.
+    """
+
+    name = "base"
+    model_types: tuple[str, ...] = ()
+    """``config.model_type`` values this family serves."""
+
+    def decoder(self, model: nn.Module) -> nn.Module:
+        """The transformer stack: called with ``inputs_embeds, position_ids, attention_mask, cache``."""
+        return model.get_decoder()
+
+    def lm_head(self, model: nn.Module) -> nn.Module:
+        return model.get_output_embeddings()
+
+    def input_embeddings(self, model: nn.Module) -> nn.Embedding:
+        return model.get_input_embeddings()
+
+    def text_config(self, model: nn.Module):
+        """The config holding ``vocab_size``, ``max_position_embeddings`` and the like."""
+        return model.config.get_text_config()
+
+    def embed(self, model: nn.Module, input_ids: Tensor, vision: VisionInputs | None) -> Tensor:
+        """``(B, n)`` ids -> ``(B, n, D)`` input embeddings (vision features scattered in)."""
+        if vision is not None:
+            raise ValueError(f"backbone family {self.name!r} takes no vision inputs")
+        return self.input_embeddings(model)(input_ids)
+
+    def positions(self, model: nn.Module, input_ids: Tensor, valid: Tensor,
+                  vision: VisionInputs | None) -> tuple[Tensor, Tensor]:
+        """Position ids of a right-padded clean stream, and each row's offset for later tokens.
+
+        Returns ``(positions, delta)``: ``positions`` is ``(B, n)`` (or ``(R, B, n)`` for multi-axis
+        RoPE) and ``delta`` ``(B, 1)`` such that the token at clean index ``i`` beyond the prompt
+        sits at :meth:`text_positions` ``(i, delta)``.
+        """
+        b, n = input_ids.shape
+        pos = torch.arange(n, device=input_ids.device).expand(b, n)
+        return pos, torch.zeros(b, 1, dtype=torch.long, device=input_ids.device)
+
+    def text_positions(self, index: Tensor, delta: Tensor) -> Tensor:
+        """Positions of text tokens at clean indices ``index`` ``(B, K)``; same layout as :meth:`positions`."""
+        return index + delta
+
+
+_REGISTRY: dict[str, BackboneFamily] = {}
+
+
+def register_family(family: BackboneFamily) -> BackboneFamily:
+    """Make ``family`` serve every ``model_type`` in ``family.model_types``."""
+    for t in family.model_types:
+        _REGISTRY[t] = family
+    return family
+
+
+def registered_families() -> dict[str, BackboneFamily]:
+    return dict(_REGISTRY)
+
+
+def family_for(model: nn.Module) -> BackboneFamily:
+    """The family hook for ``model``, by ``config.model_type``."""
+    mt = getattr(model.config, "model_type", None)
+    if mt in _REGISTRY:
+        return _REGISTRY[mt]
+    raise ValueError(
+        f"no backbone family registered for model_type={mt!r}; registered: {sorted(_REGISTRY)}. "
+        "Add one with blockdistill.families.register_family (see docs: 'Add a backbone family')."
+    )

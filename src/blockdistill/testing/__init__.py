@@ -1,0 +1,6 @@
+"""Test utilities shipped with the library: tiny backbones, toy joint distributions and
+Hypothesis strategies, so users can check their own parts the way our tests do."""
+
+from blockdistill.testing.models import tiny_image_inputs, tiny_qwen2, tiny_qwen2_5_vl, tiny_tokenizer
+
+__all__ = ["tiny_image_inputs", "tiny_qwen2", "tiny_qwen2_5_vl", "tiny_tokenizer"]
