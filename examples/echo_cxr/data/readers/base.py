@@ -1,0 +1,133 @@
+"""What every data-set reader shares: the :class:`Reader` protocol and small checks.
+
+A reader turns one data set, in its real on-disk layout, into a stream of
+:class:`~examples.echo_cxr.data.records.CXRRecord`. Entries it cannot turn into a record
+(empty or undecodable report, no readable image) go to a reject sink with a reason, so a
+caller can account for every study::
+
+    rejects = []
+    records = list(IUXrayReader("NLMCXR_reports.tgz").read(rejects.append))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from ..records import CXRRecord, Rejected, RejectSink
+
+ImageCheck = Literal["none", "exists", "header"]
+"""How hard a reader looks at each image file.
+
+- ``"none"``: trust the metadata; paths are not touched (fast, for listings).
+- ``"exists"``: the file must exist and be non-empty.
+- ``"header"``: additionally PIL must recognise the format and ``verify()`` must pass (checks
+  PNG CRCs; for JPEG only the header). A full decode costs ~0.1 s per MIMIC image, hours over a
+  whole data set, so it is not offered here; the image processor fails loudly later instead.
+"""
+IMAGE_CHECKS: tuple[str, ...] = ("none", "exists", "header")
+
+
+@runtime_checkable
+class Reader(Protocol):
+    """One real data set, read into records.
+
+    Invariant: every study the reader sees is either yielded or reported to ``reject`` once.
+    """
+
+    source: str
+    """The :data:`~examples.echo_cxr.data.records.SOURCES` name of the records it yields."""
+
+    def read(self, reject: RejectSink) -> Iterator[CXRRecord]:
+        """Yield the data set's studies; report unusable ones to ``reject`` with a reason."""
+        ...
+
+    def params(self) -> dict[str, Any]:
+        """JSON-serialisable description (paths, options), used to decide if a run is stale."""
+        ...
+
+
+def check_image_mode(mode: str) -> None:
+    """Raise early on an unknown ``image_check`` value."""
+    if mode not in IMAGE_CHECKS:
+        raise ValueError(f"image_check={mode!r}; expected one of {IMAGE_CHECKS}")
+
+
+def image_problem(path: Path, mode: str) -> str | None:
+    """Why the image at ``path`` is unusable under ``mode``, or ``None`` when it is fine."""
+    if mode == "none":
+        return None
+    if not path.is_file():
+        return f"missing image file {path}"
+    if path.stat().st_size == 0:
+        return f"empty image file {path}"
+    if mode == "exists":
+        return None
+    from PIL import Image, UnidentifiedImageError  # deferred: readers used without images skip PIL
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        # PIL's message repeats the path; the exception type says what went wrong.
+        return f"corrupt image {path} ({type(err).__name__})"
+    return None
+
+
+def keep_readable_images(
+    paths: list[Path], mode: str
+) -> tuple[list[str], list[dict[str, str]]]:
+    """Split a study's image paths into usable ones and dropped ``{path, reason}`` entries.
+
+    A study loses only its bad images; it is rejected by the caller when none are left, because
+    one unreadable lateral view should not cost the frontal view and its report.
+    """
+    good: list[str] = []
+    dropped: list[dict[str, str]] = []
+    for p in paths:
+        problem = image_problem(p, mode)
+        if problem is None:
+            good.append(str(p))
+        else:
+            dropped.append({"path": str(p), "reason": problem})
+    return good, dropped
+
+
+def decode_utf8(data: bytes, what: str) -> tuple[str | None, str | None]:
+    """``(text, None)`` for valid UTF-8, else ``(None, reason)`` naming the bad byte."""
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as err:
+        bad = data[err.start : err.start + 1].hex()
+        return None, f"{what} is not valid UTF-8 (byte 0x{bad} at offset {err.start})"
+
+
+def surrogate_problem(fields: dict[str, Any], what: str) -> str | None:
+    """Reason naming the first field that held non-UTF-8 bytes, or ``None``.
+
+    Text files are opened with ``errors="surrogateescape"`` so that one bad row does not abort a
+    whole CSV/JSON file; undecodable bytes then show up as lone surrogates U+DC80..U+DCFF.
+    """
+    for name, value in fields.items():
+        if isinstance(value, str):
+            for offset, ch in enumerate(value):
+                if "\udc80" <= ch <= "\udcff":
+                    byte = ord(ch) - 0xDC00
+                    return (
+                        f"{what}: field {name!r} is not valid UTF-8 "
+                        f"(byte 0x{byte:02x} at character {offset})"
+                    )
+    return None
+
+
+def reject_study(
+    reject: RejectSink, source: str, study_id: str, stage: str, reason: str
+) -> None:
+    """Report a study the reader could not turn into a record."""
+    reject(Rejected(key=f"{source}/{study_id}", stage=stage, reason=reason, source=source))
+
+
+def is_blank(*texts: str | None) -> bool:
+    """True when every text is missing or whitespace (CSV ``nan`` counts as missing)."""
+    return all(t is None or not t.strip() or t.strip().lower() == "nan" for t in texts)
