@@ -128,24 +128,8 @@ class BlockDiffusionLM(nn.Module):
 
     def save_pretrained(self, path: str | os.PathLike, tokenizer: Any = None, **kwargs: Any) -> None:
         """Atomically save weights (safetensors), config with block rules, and optionally the tokenizer."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            self.model.config.__dict__[CONFIG_KEY] = asdict(self.spec)
-            self.model.save_pretrained(tmp, **kwargs)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(tmp)
-            old = None
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-            os.replace(tmp, path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        self.model.config.__dict__[CONFIG_KEY] = asdict(self.spec)
+        atomic_save_pretrained(self.model, path, tokenizer=tokenizer, **kwargs)
 
     def set_attn_backend(self, backend: str) -> None:
         impl = hf_attn_implementation(backend)
@@ -190,14 +174,8 @@ class BlockDiffusionLM(nn.Module):
         """Run the decoder on the last ``num_queries`` slots of ``layout`` (earlier slots are in
         ``cache``). Returns hidden states ``(B, Q, D)``. ``attn_mask`` may be passed pre-rendered
         (samplers cache it per shape); otherwise it is rendered from ``layout``."""
-        check_backend(self.attn_backend, inputs_embeds.device, training=self.training and torch.is_grad_enabled())
-        if attn_mask is None:
-            attn_mask = render_mask(layout, self.attn_backend, inputs_embeds.dtype, num_queries)
-        out = self.family.decoder(self.model)(
-            inputs_embeds=inputs_embeds, position_ids=position_ids, attention_mask=attn_mask,
-            cache=cache, use_cache=cache is not None,
-        )
-        return out.last_hidden_state
+        return run_backbone(self.model, self.family, self.attn_backend, inputs_embeds, position_ids, layout,
+                            num_queries=num_queries, cache=cache, attn_mask=attn_mask)
 
     def logits(self, hidden: Tensor) -> Tensor:
         """LM head on ``(..., D)`` hidden states -> ``(..., V)`` float logits."""
@@ -254,3 +232,78 @@ class BlockDiffusionLM(nn.Module):
         if keep is not None:
             hidden = hidden.gather(1, keep[..., None].expand(-1, -1, hidden.shape[-1]))
         return self.logits(hidden)
+
+
+def run_backbone(model: nn.Module, family: BackboneFamily, backend: str, inputs_embeds: Tensor,
+                 position_ids: Tensor, layout: SlotLayout, *, num_queries: int | None = None,
+                 cache: Any = None, attn_mask: Any = None) -> Tensor:
+    """Hidden states ``(B, Q, D)`` of ``model``'s decoder on the last ``num_queries`` slots of ``layout``."""
+    check_backend(backend, inputs_embeds.device, training=model.training and torch.is_grad_enabled())
+    if attn_mask is None:
+        attn_mask = render_mask(layout, backend, inputs_embeds.dtype, num_queries)
+    out = family.decoder(model)(
+        inputs_embeds=inputs_embeds, position_ids=position_ids, attention_mask=attn_mask,
+        cache=cache, use_cache=cache is not None,
+    )
+    return out.last_hidden_state
+
+
+def causal_logits(model: nn.Module, input_ids: Tensor, seq_lens: Tensor, keep: Tensor,
+                  vision: VisionInputs | None = None, attn_backend: str = "sdpa") -> Tensor:
+    """Ordinary causal-LM logits ``(B, K, V)`` of a plain (AR) backbone at clean indices ``keep``.
+
+    Causal attention is the clean block-causal rule at block size 1, so stage 1 shares the same
+    code path (and the same mask definition) as every later stage.
+    """
+    family = family_for(model)
+    n = input_ids.shape[1]
+    lay = clean_layout(seq_lens, 1, width=n)
+    emb = family.embed(model, input_ids, vision)
+    pos, _ = family.positions(model, input_ids, lay.valid, vision)
+    hidden = run_backbone(model, family, attn_backend, emb, lay.positions(pos), lay)
+    hidden = hidden.gather(1, keep[..., None].expand(-1, -1, hidden.shape[-1]))
+    return family.lm_head(model)(hidden).float()
+
+
+def atomic_save_pretrained(model: nn.Module, path: str | os.PathLike, tokenizer: Any = None, **kwargs: Any) -> None:
+    """``save_pretrained`` into a temporary directory, then rename over ``path``: a crash never
+    leaves a half-written model behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        model.save_pretrained(tmp, **kwargs)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def wrap_for_stage(model: nn.Module, tokenizer: Any, block: Any) -> BlockDiffusionLM:
+    """Wrap ``model`` with the block rules of a :class:`~blockdistill.config.BlockConfig`.
+
+    A model that already carries block rules keeps its mask token; block size and shift come
+    from ``block`` (a stage may retrain at another block size). An AR model gets its mask token.
+    """
+    from dataclasses import replace
+
+    stored = getattr(model.config, CONFIG_KEY, None)
+    if stored:
+        spec = replace(BlockSpec(**stored), block_size=block.block_size, shift=block.shift)
+        return BlockDiffusionLM(model, spec, attn_backend=block.attn_backend)
+    if block.mask_token_id is not None:
+        eos = block.eos_token_id if block.eos_token_id is not None else tokenizer.eos_token_id
+        pad = block.pad_token_id if block.pad_token_id is not None else (tokenizer.pad_token_id or eos)
+        spec = BlockSpec(block.block_size, block.mask_token_id, eos, pad, block.shift)
+        return BlockDiffusionLM(model, spec, attn_backend=block.attn_backend, real_vocab_size=len(tokenizer))
+    return BlockDiffusionLM.from_causal_lm(model, tokenizer, block_size=block.block_size, shift=block.shift,
+                                           mask_token=block.mask_token, eos_token_id=block.eos_token_id,
+                                           pad_token_id=block.pad_token_id, attn_backend=block.attn_backend)

@@ -1,0 +1,55 @@
+"""Load a backbone and tokenizer from a :class:`ModelConfig` (local checkpoint or tiny random init).
+
+Nothing here downloads silently and nothing runs remote code unless ``trust_remote_code`` is
+set explicitly in the config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from blockdistill.config import ModelConfig
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _auto_class(config: Any):
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText if hasattr(config, "vision_config") else AutoModelForCausalLM
+
+
+def load_backbone(cfg: ModelConfig, seed: int = 0) -> nn.Module:
+    """The HF model described by ``cfg`` (weights from ``cfg.pretrained`` or random init from ``cfg.tiny``)."""
+    from transformers import AutoConfig
+
+    dtype = _DTYPES[cfg.dtype]
+    if cfg.pretrained is not None:
+        path = cfg.pretrained
+        if not Path(path).exists() and "/" not in path:
+            raise FileNotFoundError(f"model.pretrained={path!r} is not a local directory")
+        config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+        return _auto_class(config).from_pretrained(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+    kw = dict(cfg.tiny)
+    model_type = kw.pop("model_type")
+    if cfg.init_range is not None:
+        kw["initializer_range"] = cfg.init_range
+        for sub in ("text_config", "vision_config"):
+            if isinstance(kw.get(sub), dict):
+                kw[sub] = {**kw[sub], "initializer_range": cfg.init_range}
+    config = AutoConfig.for_model(model_type, **kw)
+    torch.manual_seed(seed)
+    return _auto_class(config).from_config(config, dtype=dtype)
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
+    """A tokenizer from a local directory (``save_pretrained`` layout)."""
+    from transformers import AutoTokenizer
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"tokenizer path {str(path)!r} does not exist")
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)

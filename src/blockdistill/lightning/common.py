@@ -1,0 +1,89 @@
+"""Pieces every stage's LightningModule shares: optimiser, schedule and the NaN-loss guard."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from blockdistill.config import OptimConfig
+
+
+class NaNLossError(FloatingPointError):
+    """Training produced non-finite losses several steps in a row. The last checkpoint is intact."""
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no decay for biases, norms and embeddings-like 1-D parameters."""
+    decay, no_decay = [], []
+    for p in module.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(step: int, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
+    """LR multiplier: linear warmup to 1, then cosine to ``min_ratio`` (or constant)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant" or total <= warmup:
+        return 1.0
+    frac = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+class StageSystem(L.LightningModule):
+    """Base of the stage systems: optimiser/schedule from :class:`OptimConfig`, NaN guard, logging.
+
+    Subclasses implement :meth:`compute_loss` and pass the trainable module as ``self.net``.
+    """
+
+    max_nan_skips = 3
+    """Consecutive non-finite losses tolerated (steps skipped) before :class:`NaNLossError`."""
+
+    def __init__(self, net: nn.Module, optim: OptimConfig) -> None:
+        super().__init__()
+        self.net = net
+        self.optim = optim
+        self._nan_streak = 0
+        self.save_hyperparameters({"optim": asdict(optim)})
+
+    def compute_loss(self, batch) -> tuple[Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx: int) -> Tensor | None:
+        loss, stats = self.compute_loss(batch)
+        if not torch.isfinite(loss):
+            self._nan_streak += 1
+            if self._nan_streak > self.max_nan_skips:
+                raise NaNLossError(
+                    f"loss was non-finite for {self._nan_streak} consecutive steps (last at global step "
+                    f"{self.global_step}); lower optim.lr or check the data. Resume from the last checkpoint."
+                )
+            self.print(f"warning: non-finite loss at step {self.global_step}; skipping this batch")
+            return None
+        self._nan_streak = 0
+        bs = len(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        for k, v in stats.items():
+            self.log(f"train/{k}", v, batch_size=bs)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss, _ = self.compute_loss(batch)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch), sync_dist=True)
+
+    def configure_optimizers(self):
+        o = self.optim
+        opt = torch.optim.AdamW(param_groups(self.net, o.weight_decay), lr=o.lr, betas=tuple(o.betas))
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(round(o.warmup_ratio * total))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine(s, total, warmup, o.schedule, o.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch.to(device) if hasattr(batch, "to") else super().transfer_batch_to_device(batch, device, dataloader_idx)

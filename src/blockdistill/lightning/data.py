@@ -1,0 +1,67 @@
+"""DataModule serving (prompt ids, response ids, optional vision) examples through :class:`BlockCollator`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from blockdistill.data import BlockCollator
+
+
+class JsonlExamples(Dataset):
+    """Examples from a JSONL file of ``{"prompt": str, "response": str}`` (tokenized with
+    ``tokenizer``) or ``{"prompt_ids": [...], "response_ids": [...]}``. Bad lines raise with their number."""
+
+    def __init__(self, path: str | Path, tokenizer: Any = None) -> None:
+        self.rows: list[dict[str, Any]] = []
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+                if "prompt_ids" in row and "response_ids" in row:
+                    self.rows.append({"prompt_ids": row["prompt_ids"], "response_ids": row["response_ids"]})
+                elif "prompt" in row and "response" in row:
+                    if tokenizer is None:
+                        raise ValueError(f"{path}:{i}: text examples need a tokenizer (data.tokenizer)")
+                    self.rows.append({"prompt_ids": tokenizer(row["prompt"], add_special_tokens=False)["input_ids"],
+                                      "response_ids": tokenizer(row["response"], add_special_tokens=False)["input_ids"]})
+                else:
+                    raise ValueError(f"{path}:{i}: expected keys prompt/response or prompt_ids/response_ids, "
+                                     f"got {sorted(row)}")
+        if not self.rows:
+            raise ValueError(f"{path}: no examples")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.rows[i]
+
+
+class BlockDataModule(L.LightningDataModule):
+    """Serves ready-made datasets; ``setup`` runs per process, nothing is downloaded."""
+
+    def __init__(self, train: Sequence | Dataset, collator: BlockCollator, batch_size: int = 8,
+                 val: Sequence | Dataset | None = None, num_workers: int = 0, shuffle: bool = True) -> None:
+        super().__init__()
+        self.train, self.val, self.collator = train, val, collator
+        self.batch_size, self.num_workers, self.shuffle = batch_size, num_workers, shuffle
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train, batch_size=self.batch_size, shuffle=self.shuffle, collate_fn=self.collator,
+                          num_workers=self.num_workers, drop_last=len(self.train) >= self.batch_size)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val is None:
+            return []
+        return DataLoader(self.val, batch_size=self.batch_size, shuffle=False, collate_fn=self.collator,
+                          num_workers=self.num_workers)

@@ -1,0 +1,34 @@
+"""Stage 2: RAD adaptation: masked block-diffusion loss on the response-asymmetric layout."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import torch
+from torch import Tensor
+
+from blockdistill.adapter import BlockDiffusionLM
+from blockdistill.config import NoiseConfig, OptimConfig
+from blockdistill.data import Batch
+from blockdistill.lightning.common import StageSystem
+from blockdistill.losses import diffusion_loss
+from blockdistill.noise import complement, sample_noise
+
+
+class RADSystem(StageSystem):
+    """Receives a :class:`BlockDiffusionLM`; ``layout="full_dup"`` trains the duplication baseline."""
+
+    def __init__(self, model: BlockDiffusionLM, optim: OptimConfig, noise: NoiseConfig, layout: str = "rad") -> None:
+        super().__init__(model, optim)
+        if layout not in ("rad", "full_dup"):
+            raise ValueError(f"layout must be 'rad' or 'full_dup', got {layout!r}")
+        self.noise = noise
+        self.layout = layout
+        self.save_hyperparameters({"noise": asdict(noise), "layout": layout, "block": asdict(model.spec)})
+
+    def compute_loss(self, batch: Batch, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        maskable = batch.maskable()
+        z = sample_noise(maskable, self.net.block_size, self.noise.eps, self.noise.per_block, generator)
+        noises = [z, complement(z, maskable, self.noise.eps)] if self.noise.complementary else [z]
+        return diffusion_loss(self.net, batch.input_ids, batch.prompt_lens, batch.seq_lens, maskable, noises,
+                              vision=batch.vision, layout=self.layout)
