@@ -18,7 +18,9 @@ def reports_archive() -> Path:
     """Path of NLMCXR_reports.tgz inside the installed torchxrayvision package."""
     spec = importlib.util.find_spec("torchxrayvision")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("torchxrayvision (installed --no-deps) ships the IU X-ray reports")
+        raise ModuleNotFoundError(
+            "torchxrayvision (installed --no-deps) ships the IU X-ray reports"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "data" / "NLMCXR_reports.tgz"
 
 
@@ -36,9 +38,7 @@ def load_reports(limit: int = 400) -> tuple[tuple[str, str], ...]:
             if not match or not member.isfile():
                 continue
             root = ET.fromstring(tar.extractfile(member).read())
-            parts = {
-                el.get("Label"): (el.text or "").strip() for el in root.iter("AbstractText")
-            }
+            parts = {el.get("Label"): (el.text or "").strip() for el in root.iter("AbstractText")}
             if parts.get("FINDINGS") and parts.get("IMPRESSION"):
                 out.append((int(match.group(1)), parts["FINDINGS"], parts["IMPRESSION"]))
     out.sort()

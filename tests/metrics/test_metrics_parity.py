@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from blockdistill.metrics import BLEU, CIDErD, ROUGEL, tokenize
+from blockdistill.metrics import BLEU, ROUGEL, CIDErD, tokenize
 
 Bleu = pytest.importorskip("pycocoevalcap.bleu.bleu").Bleu
 Cider = pytest.importorskip("pycocoevalcap.cider.cider").Cider

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from blockdistill.metrics import BLEU, CIDErD, ROUGEL
+from blockdistill.metrics import BLEU, ROUGEL, CIDErD
 
 
 def _scores(preds, targets, lang: str = "en", batches: int = 1) -> dict[str, float]:
@@ -72,7 +72,9 @@ def test_chinese_identical_and_different() -> None:
     """lang="zh": copies reach the maximum, a different finding scores lower."""
     refs = ["双肺纹理清晰，心影不大。", "右下肺见片状阴影，考虑炎症。", "胸椎退行性改变。"]
     same = _scores(refs, refs, lang="zh")
-    diff = _scores(["双肺纹理增多，心影增大。", "右下肺见片状阴影。", "胸椎未见异常。"], refs, lang="zh")
+    diff = _scores(
+        ["双肺纹理增多，心影增大。", "右下肺见片状阴影。", "胸椎未见异常。"], refs, lang="zh"
+    )
     assert same["bleu_4"] == pytest.approx(1.0, abs=1e-9) and same["rouge_l"] == 1.0
     assert same["cider"] == pytest.approx(10.0, abs=1e-9)
     for key in same:

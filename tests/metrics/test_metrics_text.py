@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blockdistill.metrics import BLEU, CIDErD, ROUGEL, tokenize
+from blockdistill.metrics import BLEU, ROUGEL, CIDErD, tokenize
 from blockdistill.metrics.text import as_reference_lists
 
 
@@ -17,7 +17,7 @@ from blockdistill.metrics.text import as_reference_lists
         ("Heart size normal; lungs clear!", ["heart", "size", "normal", "lungs", "clear"]),
         ("Normal chest x-XXXX.", ["normal", "chest", "x-xxxx"]),
         ("A 3.5 cm nodule (right), 2.0cm", ["a", "3.5", "cm", "nodule", "right", "2.0", "cm"]),
-        ("T12-L1 and/or \"mild\" -- 50%", ["t12-l1", "and/or", "mild", "50", "%"]),
+        ('T12-L1 and/or "mild" -- 50%', ["t12-l1", "and/or", "mild", "50", "%"]),
         ("patient's heart...", ["patient's", "heart"]),
         ("", []),
         ("  .,;:!? ", []),

@@ -101,6 +101,4 @@ class BLEU(Metric):
         ratio = (test_len + 1e-15) / (ref_len + 1e-9)
         if ratio < 1:
             scores = [s * math.exp(1 - 1 / ratio) for s in scores]
-        return {
-            f"bleu_{k + 1}": torch.tensor(s, dtype=torch.float64) for k, s in enumerate(scores)
-        }
+        return {f"bleu_{k + 1}": torch.tensor(s, dtype=torch.float64) for k, s in enumerate(scores)}

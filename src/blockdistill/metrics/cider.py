@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -82,13 +83,25 @@ class CIDErD(Metric):
             ref = "\n".join(" ".join(tokenize(r, self.lang)) for r in refs)
             self.records.append(encode_record(f"{hyp}\t{ref}").to(self.device))
 
+    def _sync_dist(self, *args: Any, **kwargs: Any) -> None:
+        # torchmetrics stands in an empty *float* tensor for the list state of a process that
+        # saw no data; gathering it against uint8 bytes from the other processes breaks the
+        # collective (gloo aborts on the size mismatch). An empty uint8 tensor keeps dtypes
+        # equal. sync() has already cached the real state and restores it afterwards.
+        if isinstance(self.records, list) and not self.records:
+            self.records = [torch.zeros(0, dtype=torch.uint8, device=self.device)]
+        super()._sync_dist(*args, **kwargs)
+
     def compute(self) -> Tensor:
         """Corpus CIDEr-D, a float64 scalar in [0, 10]; 0 for an empty corpus."""
         samples = []
         for record in decode_records(self.records):
             hyp, refs = record.split("\t")
             samples.append(
-                (ngram_counts(hyp.split(), self.n), [ngram_counts(r.split(), self.n) for r in refs.split("\n")])
+                (
+                    ngram_counts(hyp.split(), self.n),
+                    [ngram_counts(r.split(), self.n) for r in refs.split("\n")],
+                )
             )
         if not samples:
             return torch.tensor(0.0, dtype=torch.float64)

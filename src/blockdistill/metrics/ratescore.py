@@ -26,7 +26,9 @@ SYNONYM_MODEL_ID = "FremyCompany/BioLORD-2023-C"
 class PairScorer(Protocol):
     """What RaTEScore exposes: one score per (candidate, reference) pair."""
 
-    def compute_score(self, candidate_list: list[str], reference_list: list[str]) -> list[float]: ...
+    def compute_score(
+        self, candidate_list: list[str], reference_list: list[str]
+    ) -> list[float]: ...
 
 
 def _check_model_dir(path: str | Path | None, arg: str, model_id: str) -> str:
@@ -127,7 +129,9 @@ class RaTEScore(Metric):
                 ner_model_path, synonym_model_path, affinity_matrix, batch_size, use_gpu
             )
         elif not callable(getattr(scorer, "compute_score", None)):
-            raise TypeError(f"scorer must have compute_score(candidates, references), got {scorer!r}")
+            raise TypeError(
+                f"scorer must have compute_score(candidates, references), got {scorer!r}"
+            )
         self._scorer = (scorer,)  # a tuple keeps its models out of the module tree
         self.add_state("score_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")

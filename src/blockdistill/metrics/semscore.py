@@ -61,10 +61,14 @@ class SentenceEncoder:
                 "(expected a config.json there)"
             )
         if max_length < 2 or batch_size < 1:
-            raise ValueError(f"need max_length >= 2 and batch_size >= 1, got {max_length}, {batch_size}")
+            raise ValueError(
+                f"need max_length >= 2 and batch_size >= 1, got {max_length}, {batch_size}"
+            )
         self.path, self.max_length, self.batch_size = path, max_length, batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
+        self.model = (
+            AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
+        )
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str], device: torch.device | str = "cpu") -> Tensor:

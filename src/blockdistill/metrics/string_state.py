@@ -24,9 +24,8 @@ def encode_record(text: str) -> Tensor:
 def decode_records(state: Tensor | list[Tensor]) -> list[str]:
     """Inverse of :func:`encode_record` for a list of records or their concatenation.
 
-    Accepts any integer or float dtype: torchmetrics fills the state of a process that saw
-    no data with an empty float tensor, which promotes the concatenation to float; byte
-    values 0..255 are exact in every float type.
+    Accepts any integer or float dtype (byte values 0..255 are exact in every float type),
+    in case a synced concatenation was promoted to float.
     """
     if isinstance(state, list):
         if not state:

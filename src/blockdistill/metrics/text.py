@@ -30,9 +30,7 @@ _KEPT_PUNCT = frozenset("%&#@*/\\")
 
 def _is_punctuation(token: str) -> bool:
     """True when every character is Unicode punctuation (category P*) outside _KEPT_PUNCT."""
-    return all(
-        unicodedata.category(ch).startswith("P") and ch not in _KEPT_PUNCT for ch in token
-    )
+    return all(unicodedata.category(ch).startswith("P") and ch not in _KEPT_PUNCT for ch in token)
 
 
 def tokenize(text: str, lang: str = "en") -> list[str]:

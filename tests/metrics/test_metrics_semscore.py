@@ -1,0 +1,82 @@
+"""SemScore with the bundled, offline all-MiniLM-L6-v2."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from blockdistill.metrics import SemScore, SentenceEncoder, bundled_minilm_path
+
+
+def _semscore(encoder: SentenceEncoder, preds, targets) -> float:
+    metric = SemScore(encoder=encoder)
+    metric.update(preds, targets)
+    return metric.compute().item()
+
+
+def test_loads_offline_from_the_package() -> None:
+    """Default construction finds the bundled model without any hub access (HF_HUB_OFFLINE=1)."""
+    metric = SemScore()
+    assert metric.encoder.path == bundled_minilm_path()
+    assert metric.encoder.model.config.hidden_size == 384
+    # The encoder is not part of the metric's module tree (no weights in checkpoints/DDP).
+    assert list(metric.parameters()) == []
+    assert not any("encoder" in k for k in metric.state_dict())
+
+
+def test_close_paraphrase_beats_unrelated(minilm: SentenceEncoder) -> None:
+    """Hand-written pairs: a paraphrase scores above a different finding about the heart."""
+    ref = ["No pleural effusion."]
+    close = _semscore(minilm, ["Pleural effusion is absent."], ref)
+    related = _semscore(minilm, ["There is no pneumothorax."], ref)
+    unrelated = _semscore(minilm, ["The heart is severely enlarged."], ref)
+    assert close > related > unrelated
+    assert close > 0.7 and unrelated < 0.4
+
+
+def test_identical_reports_score_one(minilm: SentenceEncoder, iu_pairs) -> None:
+    preds, _ = iu_pairs
+    assert _semscore(minilm, preds[:40], preds[:40]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_multi_reference_takes_the_best(minilm: SentenceEncoder) -> None:
+    pred, good, bad = "Lungs are clear.", "The lungs are clear.", "Fracture of the left rib."
+    assert _semscore(minilm, [pred], [[bad, good]]) == pytest.approx(
+        _semscore(minilm, [pred], [good]), abs=1e-6
+    )
+
+
+def test_batch_splitting_invariance(minilm: SentenceEncoder, iu_pairs) -> None:
+    """Padding differs between batchings; the masked mean pooling must hide it."""
+    preds, targets = iu_pairs
+    preds, targets = preds[:60], targets[:60]
+    one = _semscore(minilm, preds, targets)
+    metric = SemScore(encoder=minilm)
+    for lo, hi in [(0, 7), (7, 19), (19, 20), (20, 45), (45, 60)]:
+        metric.update(preds[lo:hi], targets[lo:hi])
+    assert metric.compute().item() == pytest.approx(one, abs=1e-6)
+    assert 0.5 < one < 0.99  # related, not identical, reports
+
+
+def test_matches_sentence_transformers(minilm: SentenceEncoder, iu_pairs) -> None:
+    """Our mean pooling + normalisation equals sentence-transformers' own pipeline."""
+    st = pytest.importorskip("sentence_transformers")
+    texts = iu_pairs[0][:16]
+    reference = st.SentenceTransformer(str(bundled_minilm_path()), device="cpu").encode(
+        texts, convert_to_tensor=True, normalize_embeddings=True
+    )
+    ours = minilm.encode(texts)
+    assert torch.allclose(ours, reference.float(), atol=1e-5)
+
+
+def test_truncation_warns(minilm: SentenceEncoder) -> None:
+    short = SentenceEncoder(bundled_minilm_path(), max_length=8)
+    with pytest.warns(UserWarning, match="1 of 2 texts exceed max_length=8"):
+        short.encode(["a short one", "this report is much longer than eight word pieces"])
+
+
+def test_bad_arguments_are_named(minilm: SentenceEncoder, tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="expected a config.json"):
+        SemScore(encoder_path=tmp_path)
+    with pytest.raises(ValueError, match="either encoder="):
+        SemScore(encoder=minilm, encoder_path=tmp_path)
