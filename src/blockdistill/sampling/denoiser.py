@@ -9,13 +9,15 @@ samplers are tested against exact probabilities as well as against real backbone
 Query conventions (DESIGN.md §2, §3):
 
 - a forward's query holds ``Q`` slots per row; the first ``append`` of them are *clean*
-  finished tokens (a whole block, written to the context by this call), the remaining
+  finished tokens (whole blocks, written to the context by this call), the remaining
   ``Q - append`` are *noisy* slots of the block being denoised (they see the context, the
   appended clean slots only if those belong to strictly earlier blocks, and each other; they
   are never kept);
 - every slot carries its clean-stream index; blocks are ``index // L``; every query slot is a
   real token (no batch padding in queries);
-- the sampler always appends whole blocks, in clean order, and at most one per call.
+- the sampler always appends whole blocks, in clean order, right after the context (one block
+  per call when decoding with a cache; the no-cache reference sends every finished block to a
+  fresh prefilled state).
 
 Shapes: ``B`` rows, ``Q`` query slots, ``K`` logit rows asked for, ``V`` vocabulary (mask token
 included: the sampler excludes it from the argmax).
@@ -71,7 +73,7 @@ class Denoiser(Protocol):
             state: from :meth:`prefill` (updated in place).
             query_ids: long ``(B, Q)`` tokens (the mask id on still-masked noisy slots).
             query_index: long ``(B, Q)`` clean-stream index of each slot.
-            append: number of leading clean slots (0 or a whole block) to add to the context.
+            append: number of leading clean slots (0 or whole blocks) to add to the context.
             logits_at: long ``(B, K)`` query-slot offsets (``0..Q-1``) whose logits are wanted,
                 or None for none (a pass that only writes the context).
         Returns:
