@@ -94,7 +94,7 @@ def train_rad(cfg: RADTrainConfig) -> None:
         model.gradient_checkpointing_enable()
     bd: BlockDiffusionLM = wrap_for_stage(model, tok, cfg.block)
     dm = _data(cfg, tok, bd.spec.eos_token_id, bd.spec.pad_token_id, bd.block_size)
-    system = RADSystem(bd.train(), cfg.optim, cfg.noise, cfg.layout)
+    system = RADSystem(bd.train(), cfg.optim, cfg.noise, cfg.layout, seed=cfg.trainer.seed)
     trainer = build_trainer(cfg.trainer)
     trainer.fit(system, dm, ckpt_path=resume_path(cfg.trainer))
     if trainer.is_global_zero:

@@ -18,16 +18,25 @@ from blockdistill.noise import complement, sample_noise
 class RADSystem(StageSystem):
     """Receives a :class:`BlockDiffusionLM`; ``layout="full_dup"`` trains the duplication baseline."""
 
-    def __init__(self, model: BlockDiffusionLM, optim: OptimConfig, noise: NoiseConfig, layout: str = "rad") -> None:
+    def __init__(self, model: BlockDiffusionLM, optim: OptimConfig, noise: NoiseConfig, layout: str = "rad",
+                 seed: int = 0) -> None:
         super().__init__(model, optim)
+        self.seed = seed
         if layout not in ("rad", "full_dup"):
             raise ValueError(f"layout must be 'rad' or 'full_dup', got {layout!r}")
         self.noise = noise
         self.layout = layout
         self.save_hyperparameters({"noise": asdict(noise), "layout": layout, "block": asdict(model.spec)})
 
+    def noise_generator(self) -> torch.Generator:
+        """Noise is a function of (seed, rank, step): a resumed run draws exactly what it would have."""
+        g = torch.Generator(device=self.device)
+        g.manual_seed(hash((self.seed, self.global_rank, self.global_step, self.training)) % (2**63))
+        return g
+
     def compute_loss(self, batch: Batch, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         maskable = batch.maskable()
+        generator = generator if generator is not None else self.noise_generator()
         z = sample_noise(maskable, self.net.block_size, self.noise.eps, self.noise.per_block, generator)
         noises = [z, complement(z, maskable, self.noise.eps)] if self.noise.complementary else [z]
         return diffusion_loss(self.net, batch.input_ids, batch.prompt_lens, batch.seq_lens, maskable, noises,
