@@ -8,6 +8,7 @@ torchmetrics, and returns float64 tensors from ``compute()``.
 - :class:`CIDErD`: CIDEr-D over the accumulated corpus, pycocoevalcap-exact.
 - :class:`ROUGEL`: mean ROUGE-L (beta = 1.2), pycocoevalcap-exact.
 - :class:`SemScore`: mean cosine of sentence embeddings (offline MiniLM by default).
+- :class:`METEOR`: corpus METEOR 1.5 via coco-caption's jar (needs Java); English only.
 - :class:`RaTEScore`: adapter for the ``ratescore`` package; raises if it or its models are missing.
 
 The n-gram metrics share :func:`tokenize` (``lang="en"`` or ``"zh"``). See docs/metrics.md.
@@ -15,6 +16,7 @@ The n-gram metrics share :func:`tokenize` (``lang="en"`` or ``"zh"``). See docs/
 
 from blockdistill.metrics.bleu import BLEU
 from blockdistill.metrics.cider import CIDErD
+from blockdistill.metrics.meteor import METEOR
 from blockdistill.metrics.ratescore import RaTEScore
 from blockdistill.metrics.rouge import ROUGEL
 from blockdistill.metrics.semscore import SemScore, SentenceEncoder, bundled_minilm_path
@@ -24,6 +26,7 @@ __all__ = [
     "BLEU",
     "CIDErD",
     "LANGS",
+    "METEOR",
     "ROUGEL",
     "RaTEScore",
     "SemScore",
