@@ -1,0 +1,244 @@
+"""Trajectory collectors: run the multi-step teacher with recording on, return records.
+
+:class:`TrajectoryCollector` is the plain-torch core: it drives any
+:class:`~blockdistill.sampling.denoiser.Denoiser` (a wrapped backbone or a toy joint) through
+:func:`~blockdistill.sampling.block.block_generate` with a :class:`TraceSpec`, and turns each
+row's :class:`BlockTrace` into a :class:`TrajectoryRecord`. The two collection modes share it:
+
+- **online** (:class:`OnlineCollector`): inside the training step, on-policy, nothing stored;
+  the teacher is frozen and stays in eval mode;
+- **offline**: through Lightning's predict loop into sharded files
+  (:mod:`blockdistill.lightning.collect`).
+
+Example::
+
+    collector = TrajectoryCollector(HFDenoiser(teacher), top_k=64, max_new_tokens=256)
+    records = collector(prompts.prompt_ids, prompts.prompt_lens, prompts.example_ids)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from blockdistill.adapter import BlockDiffusionLM
+from blockdistill.distill.batch import DistillBatch, collate_records
+from blockdistill.distill.dists import TokenDists
+from blockdistill.distill.filters import TrajectoryFilter
+from blockdistill.distill.records import TrajectoryRecord, response_length
+from blockdistill.families import VisionInputs
+from blockdistill.sampling.block import block_generate
+from blockdistill.sampling.denoiser import Denoiser
+from blockdistill.sampling.policies import ConfidenceThreshold, UnmaskPolicy
+from blockdistill.sampling.trace import BlockTrace, ProbRows, TraceSpec
+
+__all__ = ["OnlineCollector", "PromptBatch", "TrajectoryCollector", "as_denoiser", "collate_prompts",
+           "record_from_trace"]
+
+
+@dataclass
+class PromptBatch:
+    """Prompts to decode: what both collection modes consume."""
+
+    prompt_ids: Tensor
+    """Long ``(B, P)``, right-padded."""
+    prompt_lens: Tensor
+    """Long ``(B,)``."""
+    example_ids: list[str]
+    """Stable id of each row."""
+    vision: VisionInputs | None = None
+    """Vision inputs, images in row order."""
+    image_rows: Tensor | None = None
+    """Long ``(num_images,)``: row of each image."""
+    skip: Tensor | None = None
+    """Bool ``(B,)``: placeholder rows (padding a data set to the world size); never recorded."""
+
+    def __len__(self) -> int:
+        return self.prompt_ids.shape[0]
+
+    def to(self, device: torch.device | str) -> PromptBatch:
+        def mv(t):
+            return None if t is None else t.to(device)
+        return PromptBatch(mv(self.prompt_ids), mv(self.prompt_lens), self.example_ids, mv(self.vision),
+                           mv(self.image_rows), mv(self.skip))
+
+    def row_vision(self, b: int) -> tuple[Tensor | None, Tensor | None]:
+        """``(pixel_values, image_grid_thw)`` of row ``b`` (None, None without images)."""
+        if self.vision is None or self.image_rows is None or not bool((self.image_rows == b).any()):
+            return None, None
+        v = self.vision.select([b], self.image_rows)
+        return v.pixel_values, v.image_grid_thw
+
+
+def collate_prompts(examples: Sequence[dict], pad_token_id: int) -> PromptBatch:
+    """Examples ``{"id", "prompt_ids", ["pixel_values", "image_grid_thw"], ["skip"]}`` -> :class:`PromptBatch`."""
+    if not examples:
+        raise ValueError("cannot collate an empty list of prompts")
+    prompts = [torch.as_tensor(e["prompt_ids"], dtype=torch.long).reshape(-1) for e in examples]
+    for e, p in zip(examples, prompts):
+        if p.numel() == 0:
+            raise ValueError(f"example {e.get('id')!r} has an empty prompt")
+    lens = torch.tensor([p.numel() for p in prompts])
+    ids = torch.full((len(prompts), int(lens.max())), pad_token_id, dtype=torch.long)
+    for b, p in enumerate(prompts):
+        ids[b, : p.numel()] = p
+    pix, thw, rows = [], [], []
+    for b, e in enumerate(examples):
+        if e.get("pixel_values") is not None:
+            g = torch.as_tensor(e["image_grid_thw"], dtype=torch.long).reshape(-1, 3)
+            pix.append(torch.as_tensor(e["pixel_values"]))
+            thw.append(g)
+            rows += [b] * g.shape[0]
+    vision = VisionInputs(torch.cat(pix), torch.cat(thw)) if pix else None
+    skip = torch.tensor([bool(e.get("skip", False)) for e in examples])
+    return PromptBatch(ids, lens, [str(e["id"]) for e in examples], vision,
+                       torch.tensor(rows) if pix else None, skip)
+
+
+def _dists(rows: ProbRows, vocab_size: int) -> TokenDists:
+    if rows.is_full:
+        return TokenDists(vocab_size, probs=rows.probs)
+    return TokenDists(vocab_size, indices=rows.indices, values=rows.probs, leftover=rows.rest)
+
+
+def record_from_trace(trace: BlockTrace, example_id: str, prompt_ids: Tensor, eos_token_id: int, vocab_size: int,
+                      keep_first_step: bool = False, pixel_values: Tensor | None = None,
+                      image_grid_thw: Tensor | None = None) -> TrajectoryRecord:
+    """A sampler trace -> a :class:`TrajectoryRecord` (on CPU).
+
+    ``block_steps`` is the largest commit step in each position's block.
+    """
+    tokens = trace.tokens.cpu()
+    step = trace.step.cpu()
+    blocks = trace.block_ids().cpu()
+    local = blocks - blocks.min() if blocks.numel() else blocks
+    per_block = torch.zeros(int(local.max()) + 1 if local.numel() else 1, dtype=torch.long)
+    per_block = per_block.scatter_reduce(0, local, step, reduce="amax")
+    return TrajectoryRecord(
+        example_id=str(example_id), prompt_ids=prompt_ids.cpu().long(), tokens=tokens, commit_step=step,
+        block_steps=per_block[local], target=_dists(trace.commit, vocab_size).to("cpu"),
+        block_size=trace.block_size, eos_token_id=eos_token_id, response_len=response_length(tokens, eos_token_id),
+        first_step=_dists(trace.first, vocab_size).to("cpu") if keep_first_step else None,
+        pixel_values=None if pixel_values is None else pixel_values.cpu(),
+        image_grid_thw=None if image_grid_thw is None else image_grid_thw.cpu(),
+    )
+
+
+def as_denoiser(teacher: nn.Module | Denoiser) -> Denoiser:
+    """A :class:`BlockDiffusionLM` wrapped as an :class:`HFDenoiser`; any Denoiser as is."""
+    if isinstance(teacher, BlockDiffusionLM):
+        from blockdistill.sampling.hf import HFDenoiser
+
+        return HFDenoiser(teacher)
+    if not isinstance(teacher, Denoiser):
+        raise TypeError(f"teacher must be a BlockDiffusionLM or implement the Denoiser protocol, got {type(teacher)}")
+    return teacher
+
+
+def _vocab_size(den: Denoiser) -> int:
+    v = getattr(den, "vocab_size", None)
+    if isinstance(v, int):
+        return v
+    model = getattr(den, "model", None)
+    if isinstance(model, BlockDiffusionLM):
+        return int(model.family.lm_head(model.model).weight.shape[0])
+    raise ValueError("cannot tell the teacher's vocabulary size; pass vocab_size= to the collector")
+
+
+class TrajectoryCollector:
+    """Decode prompts with the multi-step teacher and record each trajectory.
+
+    Args:
+        teacher: a :class:`Denoiser` (or a :class:`BlockDiffusionLM`, wrapped automatically).
+        policy: unmasking policy of the teacher (default: confidence threshold 0.85).
+        top_k: store top-k rows (None: full rows).
+        max_new_tokens: token budget per prompt.
+        cache: sampler cache mode (``fused`` by default; all modes give the same tokens).
+        record_first_step: also keep the first-step rows (needed by the mean-field baseline).
+        vocab_size: V of the rows (inferred from the teacher when possible).
+    """
+
+    def __init__(self, teacher: nn.Module | Denoiser, *, policy: UnmaskPolicy | None = None,
+                 top_k: int | None = None, max_new_tokens: int = 128, cache: str = "fused",
+                 record_first_step: bool = False, vocab_size: int | None = None) -> None:
+        self.denoiser = as_denoiser(teacher)
+        self.policy = policy if policy is not None else ConfidenceThreshold()
+        self.trace = TraceSpec(top_k=top_k)
+        self.max_new_tokens, self.cache = max_new_tokens, cache
+        self.record_first_step = record_first_step
+        self.vocab_size = vocab_size if vocab_size is not None else _vocab_size(self.denoiser)
+
+    @property
+    def spec(self):
+        return self.denoiser.spec
+
+    @torch.no_grad()
+    def __call__(self, prompt_ids: Tensor, prompt_lens: Tensor, example_ids: Sequence[str],
+                 vision: VisionInputs | None = None, image_rows: Tensor | None = None) -> list[TrajectoryRecord]:
+        """Records of every row, in row order. Shapes as in :class:`PromptBatch`."""
+        if len(example_ids) != prompt_ids.shape[0]:
+            raise ValueError(f"{len(example_ids)} example ids for {prompt_ids.shape[0]} prompts")
+        out = block_generate(self.denoiser, prompt_ids, prompt_lens, vision, policy=self.policy, cache=self.cache,
+                             max_new_tokens=self.max_new_tokens, record=self.trace)
+        batch = PromptBatch(prompt_ids, prompt_lens, list(example_ids), vision, image_rows)
+        records = []
+        for b, trace in enumerate(out.traces):
+            pix, thw = batch.row_vision(b)
+            records.append(record_from_trace(trace, example_ids[b], prompt_ids[b, : int(prompt_lens[b])],
+                                             self.spec.eos_token_id, self.vocab_size, self.record_first_step,
+                                             pix, thw))
+        return records
+
+    def collect(self, batch: PromptBatch) -> list[TrajectoryRecord]:
+        """Records of the non-placeholder rows of ``batch``."""
+        keep = list(range(len(batch))) if batch.skip is None else (~batch.skip).nonzero()[:, 0].tolist()
+        if not keep:
+            return []
+        if len(keep) < len(batch):
+            vision = None if batch.vision is None else batch.vision.select(keep, batch.image_rows)
+            rows = None
+            if batch.image_rows is not None:
+                remap = {r: i for i, r in enumerate(keep)}
+                rows = torch.tensor([remap[int(r)] for r in batch.image_rows if int(r) in remap])
+            batch = PromptBatch(batch.prompt_ids[keep], batch.prompt_lens[keep],
+                                [batch.example_ids[i] for i in keep], vision, rows)
+        return self(batch.prompt_ids, batch.prompt_lens, batch.example_ids, batch.vision, batch.image_rows)
+
+
+class OnlineCollector(nn.Module):
+    """On-policy collection inside the training step: prompts in, a :class:`DistillBatch` out.
+
+    Invariant: the teacher is frozen (``requires_grad=False``) and in eval mode, whatever
+    ``train()`` is called with. Degenerate trajectories stay in the batch (so every rank runs
+    the same forward) but are flagged ``dropped`` and excluded from the loss.
+    """
+
+    def __init__(self, teacher: nn.Module | Denoiser, *, filter: TrajectoryFilter | None = None,
+                 **collector_kwargs) -> None:
+        super().__init__()
+        if isinstance(teacher, nn.Module):
+            teacher.requires_grad_(False)
+            teacher.eval()
+            self.teacher = teacher  # registered: moves with the system, never trained
+        self.collector = TrajectoryCollector(teacher, **collector_kwargs)
+        self.filter = filter
+
+    def train(self, mode: bool = True) -> OnlineCollector:
+        super().train(mode)
+        if isinstance(getattr(self, "teacher", None), nn.Module):
+            self.teacher.eval()
+        return self
+
+    def forward(self, batch: PromptBatch) -> DistillBatch:
+        records = self.collector.collect(batch)
+        if not records:
+            raise ValueError("online collection got a batch of placeholder rows only")
+        reasons = [self.filter(r) if self.filter is not None else None for r in records]
+        out = collate_records(records, pad_token_id=self.collector.spec.pad_token_id)
+        out = out.to(batch.prompt_ids.device)
+        out.dropped = torch.tensor([r is not None for r in reasons], device=batch.prompt_ids.device)
+        out.meta = {"dropped": sum(r is not None for r in reasons)}
+        return out

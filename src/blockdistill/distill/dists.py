@@ -1,0 +1,199 @@
+"""``TokenDists``: teacher distributions at a set of positions, as full rows or top-k rows.
+
+Full vocabulary rows are exact but large (151k floats per token at Qwen scale); top-k rows
+keep the k most likely ids, their probabilities and the leftover mass, which the losses treat
+as one extra bucket (:mod:`blockdistill.losses.distill`). Both forms share one type so that
+records, batches, target builders and losses never branch on the storage choice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["TokenDists"]
+
+
+@dataclass
+class TokenDists:
+    """Distributions over ``vocab_size`` tokens at positions of leading shape ``S``.
+
+    Exactly one form is set: ``probs`` (full rows) or ``indices``/``values``/``leftover``
+    (top-k). Invariant: every row sums to 1 (top-k: ``values.sum(-1) + leftover == 1``).
+    """
+
+    vocab_size: int
+    """V: size of the vocabulary the rows are over."""
+    probs: Tensor | None = None
+    """Float ``(*S, V)``: full rows."""
+    indices: Tensor | None = None
+    """Long ``(*S, k)``: top-k token ids, most likely first."""
+    values: Tensor | None = None
+    """Float ``(*S, k)``: their probabilities."""
+    leftover: Tensor | None = None
+    """Float ``(*S,)``: mass outside the k ids."""
+
+    def __post_init__(self) -> None:
+        topk = (self.indices, self.values, self.leftover)
+        if self.probs is not None:
+            if any(t is not None for t in topk):
+                raise ValueError("TokenDists takes either probs or indices/values/leftover, not both")
+            if self.probs.shape[-1] != self.vocab_size:
+                raise ValueError(f"probs rows have {self.probs.shape[-1]} entries but vocab_size is {self.vocab_size}")
+        elif any(t is None for t in topk):
+            raise ValueError("top-k TokenDists needs indices, values and leftover")
+        elif self.indices.shape != self.values.shape or self.indices.shape[:-1] != self.leftover.shape:
+            raise ValueError(f"top-k shapes disagree: indices {tuple(self.indices.shape)}, values "
+                             f"{tuple(self.values.shape)}, leftover {tuple(self.leftover.shape)}")
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def full(cls, probs: Tensor) -> TokenDists:
+        """From full rows ``(*S, V)``."""
+        return cls(vocab_size=probs.shape[-1], probs=probs)
+
+    @classmethod
+    def from_probs(cls, probs: Tensor, top_k: int | None = None) -> TokenDists:
+        """From full rows ``(*S, V)``, kept whole (``top_k=None``) or cut to the ``top_k`` largest."""
+        if top_k is None or top_k >= probs.shape[-1]:
+            return cls.full(probs) if top_k is None else cls.full(probs).to_topk(probs.shape[-1])
+        return cls.full(probs).to_topk(top_k)
+
+    @classmethod
+    def one_hot(cls, tokens: Tensor, vocab_size: int) -> TokenDists:
+        """Point masses on ``tokens`` ``(*S,)`` as top-1 rows (leftover 0)."""
+        return cls(vocab_size, indices=tokens.long()[..., None], values=torch.ones(*tokens.shape, 1),
+                   leftover=torch.zeros(tokens.shape))
+
+    # ------------------------------------------------------------------ views
+    @property
+    def is_topk(self) -> bool:
+        return self.probs is None
+
+    @property
+    def k(self) -> int:
+        """Entries per row: V for full rows, k for top-k."""
+        return self.vocab_size if self.probs is not None else self.indices.shape[-1]
+
+    @property
+    def shape(self) -> torch.Size:
+        """The leading shape ``S``."""
+        return self.probs.shape[:-1] if self.probs is not None else self.leftover.shape
+
+    def to_topk(self, k: int) -> TokenDists:
+        """Top-``k`` rows (from full rows, or fewer entries of top-k rows)."""
+        if self.probs is not None:
+            vals, idx = self.probs.topk(min(k, self.vocab_size), dim=-1)
+            return TokenDists(self.vocab_size, indices=idx, values=vals,
+                              leftover=(1 - vals.sum(-1)).clamp(min=0))
+        if k >= self.k:
+            return self
+        vals, order = self.values.topk(k, dim=-1)
+        idx = self.indices.gather(-1, order)
+        return TokenDists(self.vocab_size, indices=idx, values=vals,
+                          leftover=(self.leftover + self.values.sum(-1) - vals.sum(-1)).clamp(min=0))
+
+    def to_dense(self) -> TokenDists:
+        """Full rows. Top-k rows spread their leftover evenly over the ids outside the top-k."""
+        if self.probs is not None:
+            return self
+        rest = self.vocab_size - self.k
+        fill = self.leftover / rest if rest > 0 else torch.zeros_like(self.leftover)
+        probs = fill[..., None].expand(*self.shape, self.vocab_size).clone()
+        probs.scatter_(-1, self.indices.long(), self.values.to(probs.dtype))
+        return TokenDists.full(probs)
+
+    def argmax(self) -> Tensor:
+        """Long ``(*S,)``: most likely token of each row."""
+        if self.probs is not None:
+            return self.probs.argmax(-1)
+        return self.indices.gather(-1, self.values.argmax(-1, keepdim=True)).squeeze(-1)
+
+    def prob_of(self, tokens: Tensor) -> Tensor:
+        """Float ``(*S,)``: probability of ``tokens`` ``(*S,)``. For top-k rows a token outside
+        the top-k gets 0 (its probability is unknown, at most ``leftover``)."""
+        tokens = tokens.long()
+        if self.probs is not None:
+            return self.probs.gather(-1, tokens[..., None]).squeeze(-1)
+        hit = self.indices == tokens[..., None]
+        return torch.where(hit, self.values, torch.zeros_like(self.values)).sum(-1)
+
+    # ------------------------------------------------------------------ tensor plumbing
+    def _map(self, fn) -> TokenDists:
+        if self.probs is not None:
+            return TokenDists(self.vocab_size, probs=fn(self.probs, True))
+        return TokenDists(self.vocab_size, indices=fn(self.indices, True), values=fn(self.values, True),
+                          leftover=fn(self.leftover, False))
+
+    def __getitem__(self, index) -> TokenDists:
+        """Index the leading shape, e.g. ``dists[b]`` or ``dists[mask]``."""
+        return self._map(lambda t, _row: t[index])
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> TokenDists:
+        """Move to ``device``; ``dtype`` casts the probability tensors only (never the ids)."""
+        def move(t: Tensor, _row: bool) -> Tensor:
+            cast = dtype if (dtype is not None and t.is_floating_point()) else None
+            return t.to(device=device, dtype=cast)
+        return self._map(move)
+
+    def tensors(self, prefix: str) -> dict[str, Tensor]:
+        """Named tensors for serialisation (``prefix.probs`` or ``prefix.indices`` ...)."""
+        if self.probs is not None:
+            return {f"{prefix}.probs": self.probs}
+        return {f"{prefix}.indices": self.indices, f"{prefix}.values": self.values,
+                f"{prefix}.leftover": self.leftover}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, Tensor], prefix: str, vocab_size: int) -> TokenDists | None:
+        """Inverse of :meth:`tensors`; None when no tensor carries ``prefix``."""
+        if f"{prefix}.probs" in tensors:
+            return cls(vocab_size, probs=tensors[f"{prefix}.probs"])
+        if f"{prefix}.indices" in tensors:
+            return cls(vocab_size, indices=tensors[f"{prefix}.indices"].long(), values=tensors[f"{prefix}.values"],
+                       leftover=tensors[f"{prefix}.leftover"])
+        return None
+
+    @staticmethod
+    def cat(parts: list[TokenDists]) -> TokenDists:
+        """Concatenate along the first leading dim; all parts must share form, V and k."""
+        first = _same_form(parts)
+        if not first.is_topk:
+            return TokenDists(first.vocab_size, probs=torch.cat([p.probs for p in parts]))
+        return TokenDists(first.vocab_size, indices=torch.cat([p.indices for p in parts]),
+                          values=torch.cat([p.values for p in parts]),
+                          leftover=torch.cat([p.leftover for p in parts]))
+
+    @staticmethod
+    def pad_stack(parts: list[TokenDists], length: int) -> TokenDists:
+        """Stack 1-D-leading parts ``(G_b, ...)`` into ``(B, length, ...)``, padding with point masses
+        on token 0 (padded rows are never in a loss; they only need to be valid distributions)."""
+        first = _same_form(parts)
+        b = len(parts)
+        if not first.is_topk:
+            probs = torch.zeros(b, length, first.vocab_size, dtype=first.probs.dtype)
+            probs[..., 0] = 1
+            for i, p in enumerate(parts):
+                probs[i, : p.shape[0]] = p.probs
+            return TokenDists(first.vocab_size, probs=probs)
+        k = first.k
+        idx = torch.arange(k).expand(b, length, k).clone()
+        vals = torch.zeros(b, length, k, dtype=first.values.dtype)
+        vals[..., 0] = 1
+        left = torch.zeros(b, length, dtype=first.leftover.dtype)
+        for i, p in enumerate(parts):
+            g = p.shape[0]
+            idx[i, :g], vals[i, :g], left[i, :g] = p.indices, p.values, p.leftover
+        return TokenDists(first.vocab_size, indices=idx, values=vals, leftover=left)
+
+
+def _same_form(parts: list[TokenDists]) -> TokenDists:
+    if not parts:
+        raise ValueError("need at least one TokenDists")
+    first = parts[0]
+    for p in parts[1:]:
+        if p.vocab_size != first.vocab_size or p.is_topk != first.is_topk or p.k != first.k:
+            raise ValueError(f"cannot combine TokenDists of different forms: V={first.vocab_size}, k={first.k} "
+                             f"vs V={p.vocab_size}, k={p.k}")
+    return first

@@ -1,0 +1,206 @@
+"""Sharded, resumable, checksummed storage of trajectory records.
+
+Layout of a collection directory::
+
+    shard-r000-00000.safetensors      # rank 0's first shard (records, see records.py)
+    manifest-r000.json                # rank 0's shards (file, sha256, example ids) and dropped ids
+    manifest.json                     # merged summary, written by rank 0 at the end
+
+Each rank owns its files: it writes only ``shard-r{rank}-*`` and ``manifest-r{rank}.json``, so
+ranks never overlap. Every file is written to a temporary name and moved into place with
+``os.replace``; a shard counts only once its manifest lists it. On resume, the ids listed in
+every rank manifest (written *or* dropped) are skipped, and a rank deletes its own shards that
+no manifest lists (a crash between the two renames), so nothing is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from blockdistill.distill.filters import TrajectoryFilter
+from blockdistill.distill.records import FORMAT, TrajectoryRecord, save_records
+
+__all__ = ["MANIFEST", "CorruptShardError", "ShardWriter", "done_ids", "finalize_manifest", "read_rank_manifests",
+           "sha256_file"]
+
+MANIFEST = "manifest.json"
+_RANK_MANIFEST = re.compile(r"^manifest-r(\d+)\.json$")
+
+
+class CorruptShardError(RuntimeError):
+    """A shard's bytes do not match the checksum its manifest recorded (or it is missing)."""
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _rank_manifest_path(directory: Path, rank: int) -> Path:
+    return directory / f"manifest-r{rank:03d}.json"
+
+
+def read_rank_manifests(directory: str | Path) -> dict[int, dict[str, Any]]:
+    """Every ``manifest-r*.json`` in ``directory``, by rank. Malformed files raise, naming the file."""
+    directory = Path(directory)
+    out: dict[int, dict[str, Any]] = {}
+    if not directory.is_dir():
+        return out
+    for p in sorted(directory.iterdir()):
+        m = _RANK_MANIFEST.match(p.name)
+        if not m:
+            continue
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise CorruptShardError(f"{p}: manifest is not valid JSON ({e.msg})") from None
+        if data.get("format") != FORMAT:
+            raise CorruptShardError(f"{p}: manifest format {data.get('format')!r}, expected {FORMAT!r}")
+        out[int(m.group(1))] = data
+    return out
+
+
+def done_ids(directory: str | Path) -> set[str]:
+    """Ids already handled in ``directory`` (written to a listed shard, or dropped)."""
+    ids: set[str] = set()
+    for man in read_rank_manifests(directory).values():
+        for shard in man["shards"]:
+            ids.update(shard["example_ids"])
+        ids.update(man["dropped"])
+    return ids
+
+
+class ShardWriter:
+    """Buffers one rank's records and writes them as shards of ``shard_size`` records.
+
+    Invariants: an id is written at most once per directory (ids already in any manifest are
+    skipped, and so are repeats within this run); a shard file exists under its final name only
+    when complete, and is durable only once this rank's manifest lists it.
+    """
+
+    def __init__(self, directory: str | Path, rank: int = 0, shard_size: int = 256,
+                 filter: TrajectoryFilter | None = None, meta: dict[str, Any] | None = None) -> None:
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.rank, self.shard_size, self.filter = rank, shard_size, filter
+        self._path = _rank_manifest_path(self.directory, rank)
+        mans = read_rank_manifests(self.directory)
+        self.manifest: dict[str, Any] = mans.get(rank) or {"format": FORMAT, "rank": rank, "shards": [], "dropped": {}}
+        if meta:
+            self.manifest.setdefault("meta", {}).update(meta)
+        self._seen = done_ids(self.directory)
+        self._buffer: list[TrajectoryRecord] = []
+        self.written = 0
+        self.dropped: Counter[str] = Counter()
+        self.skipped = 0
+        self._cleanup()
+        listed = [int(s["file"].rsplit("-", 1)[1].split(".")[0]) for s in self.manifest["shards"]]
+        self._next = max(listed, default=-1) + 1
+
+    def _cleanup(self) -> None:
+        """Remove this rank's temporary files and shards no manifest lists (a crash mid-write)."""
+        listed = {s["file"] for s in self.manifest["shards"]}
+        prefix = f"shard-r{self.rank:03d}-"
+        for p in self.directory.iterdir():
+            if p.name.startswith(f".{prefix}") or p.name.startswith(f".{self._path.name}.tmp"):
+                p.unlink(missing_ok=True)
+            elif p.name.startswith(prefix) and p.name not in listed:
+                p.unlink(missing_ok=True)
+
+    def add(self, records: Iterable[TrajectoryRecord]) -> None:
+        """Filter, deduplicate and buffer records; write full shards."""
+        for r in records:
+            if r.example_id in self._seen:
+                self.skipped += 1
+                continue
+            self._seen.add(r.example_id)
+            reason = self.filter(r) if self.filter is not None else None
+            if reason is not None:
+                self.manifest["dropped"][r.example_id] = reason
+                self.dropped[reason] += 1
+                continue
+            self._buffer.append(r)
+            if len(self._buffer) >= self.shard_size:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered records (if any) as one shard, then update the manifest.
+
+        Dropped ids are persisted with the manifest even when the buffer is empty.
+        """
+        if self._buffer:
+            name = f"shard-r{self.rank:03d}-{self._next:05d}.safetensors"
+            final = self.directory / name
+            tmp = self.directory / f".{name}.tmp-{os.getpid()}"
+            save_records(tmp, self._buffer)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            digest = sha256_file(tmp)
+            os.replace(tmp, final)
+            self.manifest["shards"].append({"file": name, "sha256": digest, "num_examples": len(self._buffer),
+                                            "example_ids": [r.example_id for r in self._buffer]})
+            self.written += len(self._buffer)
+            self._buffer = []
+            self._next += 1
+        _atomic_write_text(self._path, json.dumps(self.manifest, indent=1))
+
+    def close(self) -> None:
+        self.flush()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """This run's counts: ``written``, ``skipped`` (already done) and ``dropped_<reason>``."""
+        return {"written": self.written, "skipped": self.skipped,
+                **{f"dropped_{k}": v for k, v in sorted(self.dropped.items())}}
+
+
+def finalize_manifest(directory: str | Path) -> dict[str, Any]:
+    """Merge the rank manifests into ``manifest.json`` (atomically) and return it.
+
+    Raises :class:`ValueError` if an id appears in two shards (it never should).
+    """
+    directory = Path(directory)
+    mans = read_rank_manifests(directory)
+    shards, dropped, owner = [], {}, {}
+    for rank, man in sorted(mans.items()):
+        for s in man["shards"]:
+            shards.append({"file": s["file"], "sha256": s["sha256"], "num_examples": s["num_examples"], "rank": rank})
+            for ex in s["example_ids"]:
+                if ex in owner:
+                    raise ValueError(f"example {ex!r} is in both {owner[ex]} and {s['file']} under {directory}")
+                owner[ex] = s["file"]
+        dropped.update(man["dropped"])
+    meta = next((m["meta"] for m in mans.values() if "meta" in m), {})
+    summary = {
+        "format": FORMAT,
+        "num_examples": len(owner),
+        "num_dropped": len(dropped),
+        "dropped_by_reason": dict(sorted(Counter(dropped.values()).items())),
+        "shards": shards,
+        "ranks": sorted(mans),
+        "meta": meta,
+    }
+    _atomic_write_text(directory / MANIFEST, json.dumps(summary, indent=1))
+    return summary
