@@ -202,7 +202,7 @@ def _cue_status(clause: str, start: int, end: int, zh: bool, states_absence: boo
     if (_ZH_POST_UNC if zh else _EN_POST_UNC).match(after):
         return UNCERTAIN
     if cues:
-        pos, kind = max(cues)
+        _, kind = max(cues)
         if not states_absence or kind == UNCERTAIN:
             return kind
     if states_absence or (_ZH_POST_NEG if zh else _EN_POST_NEG).match(after):
@@ -248,7 +248,7 @@ def find_mentions(text: str, language: str | None = None) -> list[Mention]:
                         continue  # overlapping mention of the same finding: keep the first (rules list the specific ones first)
                     found.append((s, e, finding, absent))
             found.sort()
-            for i, (s, e, finding, absent) in enumerate(found):
+            for s, e, finding, absent in found:
                 nxt = min([s2 for s2, *_ in found if s2 >= e] + [len(clause)])
                 status = _cue_status(clause[:nxt], s, e, zh, absent)
                 prev = max([e2 for _, e2, *_ in found if e2 <= s] + [0])

@@ -8,7 +8,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from examples.echo_cxr.clinical_f1 import ClinicalF1Metric, clinical_f1, clinical_scores, count, prf_from_counts
+from examples.echo_cxr.clinical_f1 import (
+    ClinicalF1Metric,
+    clinical_f1,
+    clinical_scores,
+    count,
+    prf_from_counts,
+)
 
 F = ("A", "B", "C")
 # Three examples. Positive-only view (1 = positive):

@@ -1,0 +1,147 @@
+"""Torch datasets of ECHO samples, and the synthetic data set on disk.
+
+* :class:`CXRRecordDataset`: a list of :class:`CXRRecord` (images read from disk) -> processor samples.
+* :class:`SyntheticCXRDataset`: the synthetic generator, in memory, sample i drawn on demand
+  from ``sample_seed(seed, i)`` (nothing is cached; the same index always gives the same sample).
+* :func:`write_synthetic_dataset`: N studies to ``out_dir`` as PNGs plus a JSONL of
+  CXRRecords (labels in ``metadata["labels"]``). Each PNG is written to a temp file and renamed,
+  and the JSONL is renamed into place last, so a reader never sees a record whose image is
+  missing or a half-written file.
+
+Usage::
+
+    jsonl = write_synthetic_dataset("runs/data/synthetic", n=1000, seed=0)
+    ds = CXRRecordDataset(read_records(jsonl), processor)
+    ds = SyntheticCXRDataset(1000, processor, seed=0, languages=("en", "zh"))
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from examples.echo_cxr.data.processor import CXRProcessor
+from examples.echo_cxr.data.records import LANGUAGES, CXRRecord
+from examples.echo_cxr.data.synthetic import (
+    SyntheticConfig,
+    SyntheticSample,
+    generate_sample,
+    sample_seed,
+)
+
+
+def _check_languages(languages: Sequence[str]) -> tuple[str, ...]:
+    bad = [lang for lang in languages if lang not in LANGUAGES]
+    if not languages or bad:
+        raise ValueError(f"languages={tuple(languages)}; expected a non-empty subset of {LANGUAGES}")
+    return tuple(languages)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_synthetic_dataset(
+    out_dir: str | os.PathLike,
+    n: int,
+    seed: int = 0,
+    config: SyntheticConfig | None = None,
+    languages: Sequence[str] = ("en", "zh"),
+    jsonl_name: str = "records.jsonl",
+) -> Path:
+    """Write ``n`` synthetic studies; returns the JSONL path.
+
+    Layout: ``out_dir/images/<study_id>.png`` and ``out_dir/<jsonl_name>`` with one record per
+    study and language (the zh record shares the image; its key gets ``#zh``). Image paths in the
+    JSONL are relative to ``out_dir``; :func:`read_records` resolves them.
+    """
+    import io
+
+    languages = _check_languages(languages)
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n):
+        s = generate_sample(sample_seed(seed, i), config, study_id=f"syn{seed}_{i:06d}")
+        rel = f"images/{s.study_id}.png"
+        buf = io.BytesIO()
+        s.to_pil().save(buf, format="PNG")
+        _atomic_write(out / rel, buf.getvalue())
+        lines += [s.to_record([rel], lang).to_json() for lang in languages]
+    _atomic_write(out / jsonl_name, ("\n".join(lines) + "\n").encode("utf-8") if lines else b"")
+    return out / jsonl_name
+
+
+def read_records(path: str | os.PathLike, resolve: bool = True) -> list[CXRRecord]:
+    """CXRRecords from a JSONL; relative image paths are made absolute against the JSONL's folder."""
+    path = Path(path)
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                r = CXRRecord.from_json(line)
+                if resolve:
+                    r.image_paths = [str(p if Path(p).is_absolute() else path.parent / p) for p in r.image_paths]
+                records.append(r)
+    return records
+
+
+class CXRRecordDataset(Dataset):
+    """Processor samples for a list of records; images are read from disk on access."""
+
+    def __init__(self, records: Sequence[CXRRecord], processor: CXRProcessor, image_root: str | Path | None = None) -> None:
+        self.records = list(records)
+        self.processor = processor
+        self.image_root = image_root
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.processor.from_record(self.records[index], self.image_root)
+
+
+class SyntheticCXRDataset(Dataset):
+    """``n`` synthetic studies x ``languages``; item ``i`` is study ``i // len(languages)`` in
+    language ``languages[i % len(languages)]``, drawn on demand (deterministic per index)."""
+
+    def __init__(
+        self,
+        n: int,
+        processor: CXRProcessor,
+        seed: int = 0,
+        config: SyntheticConfig | None = None,
+        languages: Sequence[str] = ("en",),
+        start: int = 0,
+    ) -> None:
+        if n < 0:
+            raise ValueError(f"n={n}; expected >= 0")
+        self.n, self.processor, self.seed, self.start = n, processor, seed, start
+        self.config = config or SyntheticConfig()
+        self.languages = _check_languages(languages)
+
+    def __len__(self) -> int:
+        return self.n * len(self.languages)
+
+    def sample(self, study: int) -> SyntheticSample:
+        """The raw synthetic study ``study`` (0-based within this dataset)."""
+        i = self.start + study
+        return generate_sample(sample_seed(self.seed, i), self.config, study_id=f"syn{self.seed}_{i:06d}")
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        study, lang = divmod(index, len(self.languages))
+        return self.processor.from_synthetic(self.sample(study), self.languages[lang])
