@@ -98,7 +98,11 @@ _PSEUDO_NEG = re.compile(
 )
 # Clause boundaries that end a negation's scope ("no pneumothorax, but a small effusion").
 _CLAUSE = re.compile(r"\b(?:but|however|although|though|which|except|with the exception of)\b|;")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])|\n+")
+# Sentence ends, except after titles and "vs." ("Dr. Smith", "atelectasis vs. pneumonia").
+_SENTENCE = re.compile(
+    r"(?<=[.!?])(?<!\bDr\.)(?<!\bMr\.)(?<!\bMs\.)(?<!\bMrs\.)(?<!\bvs\.)(?<!\bSt\.)"
+    r"\s+(?=[A-Z0-9(])|\n+"
+)
 
 
 def _phrase_re(phrases: tuple[str, ...]) -> re.Pattern[str]:
