@@ -104,12 +104,30 @@ def _dists(rows: ProbRows, vocab_size: int) -> TokenDists:
     return TokenDists(vocab_size, indices=rows.indices, values=rows.probs, leftover=rows.rest)
 
 
+def _include_committed(rows: TokenDists, tokens: Tensor) -> TokenDists:
+    """Top-k rows that lack their committed token (possible only when it ties with the k-th
+    entry: the sampler commits argmaxes) get it in place of a tied entry of equal probability,
+    so the row, its sum and its leftover are unchanged and the committed token is never lost."""
+    if not rows.is_topk:
+        return rows
+    present = (rows.indices == tokens[:, None]).any(-1)
+    if bool(present.all()):
+        return rows
+    idx = rows.indices.clone()
+    for i in (~present).nonzero()[:, 0].tolist():
+        top = rows.values[i].max()
+        tied = (rows.values[i] == top).nonzero()[:, 0]
+        idx[i, tied[-1]] = tokens[i]
+    return TokenDists(rows.vocab_size, indices=idx, values=rows.values, leftover=rows.leftover)
+
+
 def record_from_trace(trace: BlockTrace, example_id: str, prompt_ids: Tensor, eos_token_id: int, vocab_size: int,
                       keep_first_step: bool = False, pixel_values: Tensor | None = None,
                       image_grid_thw: Tensor | None = None) -> TrajectoryRecord:
     """A sampler trace -> a :class:`TrajectoryRecord` (on CPU).
 
-    ``block_steps`` is the largest commit step in each position's block.
+    ``block_steps`` is the largest commit step in each position's block. Top-k commit rows
+    always list the committed token (see :func:`_include_committed`).
     """
     tokens = trace.tokens.cpu()
     step = trace.step.cpu()
@@ -119,7 +137,7 @@ def record_from_trace(trace: BlockTrace, example_id: str, prompt_ids: Tensor, eo
     per_block = per_block.scatter_reduce(0, local, step, reduce="amax")
     return TrajectoryRecord(
         example_id=str(example_id), prompt_ids=prompt_ids.cpu().long(), tokens=tokens, commit_step=step,
-        block_steps=per_block[local], target=_dists(trace.commit, vocab_size).to("cpu"),
+        block_steps=per_block[local], target=_include_committed(_dists(trace.commit, vocab_size).to("cpu"), tokens),
         block_size=trace.block_size, eos_token_id=eos_token_id, response_len=response_length(tokens, eos_token_id),
         first_step=_dists(trace.first, vocab_size).to("cpu") if keep_first_step else None,
         pixel_values=None if pixel_values is None else pixel_values.cpu(),

@@ -86,8 +86,9 @@ class TokenDists:
         """Top-``k`` rows (from full rows, or fewer entries of top-k rows)."""
         if self.probs is not None:
             vals, idx = self.probs.topk(min(k, self.vocab_size), dim=-1)
+            left = (1 - vals.sum(-1)).clamp(min=0)
             return TokenDists(self.vocab_size, indices=idx, values=vals,
-                              leftover=(1 - vals.sum(-1)).clamp(min=0))
+                              leftover=torch.zeros_like(left) if k >= self.vocab_size else left)
         if k >= self.k:
             return self
         vals, order = self.values.topk(k, dim=-1)

@@ -93,7 +93,11 @@ def bucket_log_probs(student_logits: Tensor, target: Target) -> tuple[Tensor, Te
         floor = torch.finfo(logp.dtype).min
         lp_rest = logp.masked_fill(inside, floor).logsumexp(-1, keepdim=True).clamp(min=floor)
         logp = torch.cat([lp_k, lp_rest], -1)
-        q = torch.cat([target.values.to(logp.dtype), target.leftover.to(logp.dtype)[..., None].clamp(min=0)], -1)
+        # When the k ids cover the vocabulary the rest bucket is empty: its recorded leftover is
+        # rounding noise and must not meet the student's log(0).
+        rest = target.leftover.to(logp.dtype)[..., None].clamp(min=0)
+        rest = torch.where(inside.all(-1, keepdim=True), torch.zeros_like(rest), rest)
+        q = torch.cat([target.values.to(logp.dtype), rest], -1)
     log_q = torch.where(q > 0, q.clamp(min=torch.finfo(q.dtype).tiny).log(), torch.full_like(q, -math.inf))
     return logp, q, log_q
 

@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import itertools
+from fractions import Fraction
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 import torch
@@ -128,18 +129,23 @@ class ToyJoint:
         """
         mask = self.spec.mask_token_id
         vis = [int(t) for t in visible]
-        out = torch.zeros(len(vis), self.vocab_size, dtype=torch.float64)
-        total = 0.0
+        # Exact rational sums: equal marginals come out as identical floats whatever the
+        # summation order, so argmax and confidence ties break the same way everywhere.
+        mass: dict[tuple[int, int], Fraction] = {}
+        total = Fraction(0)
         for cont, p in self.distribution(prefix).items():
             if len(cont) != len(vis):
                 raise ValueError(f"block has {len(vis)} open slots but prefix {tuple(prefix)} continues with "
                                  f"{len(cont)} tokens")
             if all(v == mask or v == c for v, c in zip(vis, cont)):
+                p = Fraction(p)
                 total += p
                 for j, c in enumerate(cont):
-                    out[j, c] += p
+                    mass[j, c] = mass.get((j, c), Fraction(0)) + p
+        out = torch.zeros(len(vis), self.vocab_size, dtype=torch.float64)
         if total > 0:
-            out /= total
+            for (j, c), m in mass.items():
+                out[j, c] = float(m / total)
         else:
             out.fill_(1.0 / (self.vocab_size - 1))
             out[:, mask] = 0.0
