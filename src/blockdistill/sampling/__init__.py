@@ -1,9 +1,47 @@
 """Decoding: AR baseline, multi-step and one-step block samplers, fused block KV cache.
 
 Samplers work on token ids only (no tokenizer) and drive models through the
-:class:`~blockdistill.sampling.denoiser.Denoiser` protocol.
+:class:`~blockdistill.sampling.denoiser.Denoiser` protocol; :class:`HFDenoiser` implements it
+for any :class:`~blockdistill.adapter.BlockDiffusionLM`.
+
+Example::
+
+    from blockdistill.sampling import HFDenoiser, OneStep, block_generate
+
+    out = block_generate(HFDenoiser(bd), prompt_ids, prompt_lens, policy=OneStep(), cache="fused")
 """
 
+from blockdistill.sampling.ar import ar_generate
+from blockdistill.sampling.block import CACHE_MODES, block_generate, check_prompts
 from blockdistill.sampling.denoiser import Denoiser
+from blockdistill.sampling.hf import HFDenoiser, HFState
+from blockdistill.sampling.output import GenerationOutput, GenerationStats, pad_sequences
+from blockdistill.sampling.policies import (
+    ConfidenceThreshold,
+    FixedCount,
+    OneStep,
+    UnmaskPolicy,
+    policy_from_name,
+)
+from blockdistill.sampling.trace import BlockTrace, ProbRows, TraceSpec
 
-__all__ = ["Denoiser"]
+__all__ = [
+    "CACHE_MODES",
+    "BlockTrace",
+    "ConfidenceThreshold",
+    "Denoiser",
+    "FixedCount",
+    "GenerationOutput",
+    "GenerationStats",
+    "HFDenoiser",
+    "HFState",
+    "OneStep",
+    "ProbRows",
+    "TraceSpec",
+    "UnmaskPolicy",
+    "ar_generate",
+    "block_generate",
+    "check_prompts",
+    "pad_sequences",
+    "policy_from_name",
+]

@@ -226,7 +226,7 @@ def block_generate(
                     break
             if kmax == L:
                 jpos = ar_L.expand(b, L)
-                cand = masked
+                cand = masked.clone()  # `masked` is updated in place below
             else:
                 jpos = torch.sort((~masked).to(torch.int8), dim=1, stable=True).indices[:, :kmax]
                 cand = masked.gather(1, jpos)
@@ -283,10 +283,10 @@ def block_generate(
             if policy.needs_confidence:
                 conf = torch.exp(logits.gather(-1, tok[..., None])[..., 0] - torch.logsumexp(logits, -1))
             commit = policy(conf, cand, step) & cand
-            x.scatter_(1, jpos, torch.where(commit, tok, x.gather(1, jpos)))
-            masked.scatter_(1, jpos, masked.gather(1, jpos) & ~commit)
             if recorder is not None:
                 recorder.observe(logits, jpos, cand, commit, step)
+            x.scatter_(1, jpos, torch.where(commit, tok, x.gather(1, jpos)))
+            masked.scatter_(1, jpos, masked.gather(1, jpos) & ~commit)
 
         rows.buf[:, k * L:(k + 1) * L] = x
         if recorder is not None:

@@ -144,8 +144,11 @@ class HFDenoiser:
     def select_rows(self, state: HFState, rows: Tensor) -> HFState:
         if state.length:
             state.cache.batch_select_indices(rows)
+            cache = state.cache
+        else:  # HF skips empty layers, which would keep the old batch size: start afresh
+            cache = self.new_cache()
         return HFState(
-            cache=state.cache, index=state.index[rows], valid=state.valid[rows], delta=state.delta[rows],
+            cache=cache, index=state.index[rows], valid=state.valid[rows], delta=state.delta[rows],
             prompt_lens=state.prompt_lens[rows], tail_start=state.tail_start[rows],
             tail_emb=None if state.tail_emb is None else state.tail_emb[rows],
             tail_pos=None if state.tail_pos is None else state.tail_pos[..., rows, :],
