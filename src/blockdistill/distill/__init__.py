@@ -6,17 +6,12 @@ Plain ``torch``; the Lightning systems live in :mod:`blockdistill.lightning.dcd`
 """
 
 from blockdistill.distill.batch import DistillBatch, collate_records
-from blockdistill.distill.collectors import (
-    OnlineCollector,
-    PromptBatch,
-    TrajectoryCollector,
-    as_denoiser,
-    collate_prompts,
-    record_from_trace,
-)
+from blockdistill.distill.collectors import OnlineCollector, TrajectoryCollector, as_denoiser, record_from_trace
+from blockdistill.distill.config import CollectConfig, DCDTrainConfig, DistillConfig, TeacherDecodeConfig
 from blockdistill.distill.dataset import TrajectoryDataset, verify_collection
 from blockdistill.distill.dists import TokenDists
 from blockdistill.distill.filters import RepetitionFilter, TrajectoryFilter, UnfinishedFilter, combine_filters
+from blockdistill.distill.prompts import PromptBatch, collate_prompts, read_prompts
 from blockdistill.distill.records import TrajectoryRecord, load_records, save_records
 from blockdistill.distill.schedules import Schedule, power, proportional, schedule_from_name, step_weights, uniform
 from blockdistill.distill.targets import (
@@ -29,10 +24,10 @@ from blockdistill.distill.targets import (
 from blockdistill.distill.writer import CorruptShardError, ShardWriter, done_ids, finalize_manifest
 
 __all__ = [
-    "CommitStepTarget", "CorruptShardError", "DistillBatch", "FirstStepTarget", "HardTokenTarget",
+    "CollectConfig", "CommitStepTarget", "CorruptShardError", "DCDTrainConfig", "DistillBatch", "DistillConfig", "FirstStepTarget", "HardTokenTarget",
     "OnlineCollector", "PromptBatch", "RepetitionFilter", "Schedule", "ShardWriter", "TargetBuilder",
     "TokenDists", "TrajectoryCollector", "TrajectoryDataset", "TrajectoryFilter", "TrajectoryRecord",
     "UnfinishedFilter", "as_denoiser", "collate_prompts", "collate_records", "combine_filters", "done_ids",
     "finalize_manifest", "load_records", "power", "proportional", "record_from_trace", "save_records",
-    "schedule_from_name", "step_weights", "target_builder", "uniform", "verify_collection",
+    "read_prompts", "schedule_from_name", "step_weights", "TeacherDecodeConfig", "target_builder", "uniform", "verify_collection",
 ]

@@ -19,8 +19,6 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
@@ -28,6 +26,7 @@ from blockdistill.adapter import BlockDiffusionLM
 from blockdistill.distill.batch import DistillBatch, collate_records
 from blockdistill.distill.dists import TokenDists
 from blockdistill.distill.filters import TrajectoryFilter
+from blockdistill.distill.prompts import PromptBatch
 from blockdistill.distill.records import TrajectoryRecord, response_length
 from blockdistill.families import VisionInputs
 from blockdistill.sampling.block import block_generate
@@ -35,67 +34,7 @@ from blockdistill.sampling.denoiser import Denoiser
 from blockdistill.sampling.policies import ConfidenceThreshold, UnmaskPolicy
 from blockdistill.sampling.trace import BlockTrace, ProbRows, TraceSpec
 
-__all__ = ["OnlineCollector", "PromptBatch", "TrajectoryCollector", "as_denoiser", "collate_prompts",
-           "record_from_trace"]
-
-
-@dataclass
-class PromptBatch:
-    """Prompts to decode: what both collection modes consume."""
-
-    prompt_ids: Tensor
-    """Long ``(B, P)``, right-padded."""
-    prompt_lens: Tensor
-    """Long ``(B,)``."""
-    example_ids: list[str]
-    """Stable id of each row."""
-    vision: VisionInputs | None = None
-    """Vision inputs, images in row order."""
-    image_rows: Tensor | None = None
-    """Long ``(num_images,)``: row of each image."""
-    skip: Tensor | None = None
-    """Bool ``(B,)``: placeholder rows (padding a data set to the world size); never recorded."""
-
-    def __len__(self) -> int:
-        return self.prompt_ids.shape[0]
-
-    def to(self, device: torch.device | str) -> PromptBatch:
-        def mv(t):
-            return None if t is None else t.to(device)
-        return PromptBatch(mv(self.prompt_ids), mv(self.prompt_lens), self.example_ids, mv(self.vision),
-                           mv(self.image_rows), mv(self.skip))
-
-    def row_vision(self, b: int) -> tuple[Tensor | None, Tensor | None]:
-        """``(pixel_values, image_grid_thw)`` of row ``b`` (None, None without images)."""
-        if self.vision is None or self.image_rows is None or not bool((self.image_rows == b).any()):
-            return None, None
-        v = self.vision.select([b], self.image_rows)
-        return v.pixel_values, v.image_grid_thw
-
-
-def collate_prompts(examples: Sequence[dict], pad_token_id: int) -> PromptBatch:
-    """Examples ``{"id", "prompt_ids", ["pixel_values", "image_grid_thw"], ["skip"]}`` -> :class:`PromptBatch`."""
-    if not examples:
-        raise ValueError("cannot collate an empty list of prompts")
-    prompts = [torch.as_tensor(e["prompt_ids"], dtype=torch.long).reshape(-1) for e in examples]
-    for e, p in zip(examples, prompts):
-        if p.numel() == 0:
-            raise ValueError(f"example {e.get('id')!r} has an empty prompt")
-    lens = torch.tensor([p.numel() for p in prompts])
-    ids = torch.full((len(prompts), int(lens.max())), pad_token_id, dtype=torch.long)
-    for b, p in enumerate(prompts):
-        ids[b, : p.numel()] = p
-    pix, thw, rows = [], [], []
-    for b, e in enumerate(examples):
-        if e.get("pixel_values") is not None:
-            g = torch.as_tensor(e["image_grid_thw"], dtype=torch.long).reshape(-1, 3)
-            pix.append(torch.as_tensor(e["pixel_values"]))
-            thw.append(g)
-            rows += [b] * g.shape[0]
-    vision = VisionInputs(torch.cat(pix), torch.cat(thw)) if pix else None
-    skip = torch.tensor([bool(e.get("skip", False)) for e in examples])
-    return PromptBatch(ids, lens, [str(e["id"]) for e in examples], vision,
-                       torch.tensor(rows) if pix else None, skip)
+__all__ = ["OnlineCollector", "TrajectoryCollector", "as_denoiser", "record_from_trace"]
 
 
 def _dists(rows: ProbRows, vocab_size: int) -> TokenDists:

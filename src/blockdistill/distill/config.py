@@ -1,0 +1,141 @@
+"""Configuration of DCD: trajectory collection and student training (DESIGN.md §4).
+
+Loaded like every other stage with :func:`blockdistill.config.load_config`::
+
+    cfg = load_config(DCDTrainConfig, "configs/tiny/dcd.yaml", ["distill.lambda_eos=0.5"])
+    cfg = load_config(CollectConfig, "configs/tiny/collect.yaml", ["trainer.devices=2"])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+from blockdistill.config import (
+    ARTrainConfig,
+    BlockConfig,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    TrainerConfig,
+)
+
+__all__ = ["CollectConfig", "DCDTrainConfig", "DistillConfig", "TeacherDecodeConfig"]
+
+_TARGETS = ("commit_step", "hard", "first_step")
+_DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
+_CACHES = ("none", "block", "fused")
+
+
+def _check(cond: bool, name: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{name}: {msg}")
+
+
+@dataclass
+class TeacherDecodeConfig:
+    """How the teacher decodes and what is recorded of it."""
+
+    tau: float = 0.85
+    """Confidence threshold: commit every masked position whose top probability is > tau, else
+    the single most confident one (DESIGN.md §3)."""
+    max_new_tokens: int = 256
+    """Token budget per prompt (whole blocks are decoded)."""
+    top_k: int | None = 64
+    """Store the teacher's rows as top-k (ids, probabilities, leftover mass); null = full rows."""
+    record_first_step: bool = False
+    """Also store the rows at each block's first step (needed only by ``distill.target=first_step``)."""
+    cache: str = "fused"
+    """Sampler cache mode: ``fused`` (default), ``block`` or ``none``; all decode the same tokens."""
+    repetition_ngram: int = 4
+    """Drop trajectories whose response repeats an n-gram (n <= this) ``repetition_repeats`` times
+    in a row; 0 disables the repetition filter."""
+    repetition_repeats: int = 4
+    """Consecutive repeats that make a repetition loop."""
+    drop_unfinished: bool = False
+    """Also drop trajectories that hit ``max_new_tokens`` without EOS."""
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.tau <= 1.0, "decode.tau", f"must be in [0, 1], got {self.tau}")
+        _check(self.max_new_tokens >= 1, "decode.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+        _check(self.top_k is None or self.top_k >= 1, "decode.top_k", f"must be >= 1 or null, got {self.top_k}")
+        _check(self.cache in _CACHES, "decode.cache", f"must be one of {_CACHES}, got {self.cache!r}")
+        _check(self.repetition_ngram >= 0, "decode.repetition_ngram", f"must be >= 0, got {self.repetition_ngram}")
+        _check(self.repetition_repeats >= 2, "decode.repetition_repeats",
+               f"must be >= 2, got {self.repetition_repeats}")
+
+
+@dataclass
+class DistillConfig:
+    """The student's objective: ``sum_i w_i D(q_i, p_i) + lambda_eos * CE(EOS)``."""
+
+    target: str = "commit_step"
+    """Joint-target builder: ``commit_step`` (DCD), ``hard`` (one-hot committed tokens, sequence-level
+    KD) or ``first_step`` (mean-field baseline; needs ``decode.record_first_step``)."""
+    schedule: str = "proportional"
+    """Step weights: ``proportional`` (w ∝ k(i), default), ``uniform``, ``power`` or ``module:function``."""
+    power: float = 2.0
+    """Exponent of the ``power`` schedule (w ∝ k(i) ** power)."""
+    divergence: str = "forward_kl"
+    """``forward_kl`` (KL(q || p), default), ``reverse_kl`` or ``jsd`` (generalized JSD)."""
+    jsd_beta: float = 0.5
+    """Interpolation of the generalized JSD: 0 = forward KL, 1 = reverse KL."""
+    lambda_eos: float = 1.0
+    """Weight of the EOS cross-entropy over EOS-padding positions (relative to one response token)."""
+
+    def __post_init__(self) -> None:
+        _check(self.target in _TARGETS, "distill.target", f"must be one of {_TARGETS}, got {self.target!r}")
+        _check(self.divergence in _DIVERGENCES, "distill.divergence",
+               f"must be one of {_DIVERGENCES}, got {self.divergence!r}")
+        _check(0.0 <= self.jsd_beta <= 1.0, "distill.jsd_beta", f"must be in [0, 1], got {self.jsd_beta}")
+        _check(self.lambda_eos >= 0, "distill.lambda_eos", f"must be >= 0, got {self.lambda_eos}")
+        _check(self.power >= 0, "distill.power", f"must be >= 0, got {self.power}")
+        _check(bool(self.schedule), "distill.schedule", "must be non-empty")
+
+
+@dataclass
+class DCDTrainConfig(ARTrainConfig):
+    """Stage 3: DCD. ``model`` is the teacher (a RAD block-diffusion model); the student starts as
+    a copy of it. ``trajectories`` set = offline (train on collected shards); unset = online
+    (the teacher decodes each batch's prompts from ``data.train_file`` inside the step)."""
+
+    trajectories: str | None = None
+    """Directory written by ``blockdistill collect``; null = collect online."""
+    decode: TeacherDecodeConfig = field(default_factory=TeacherDecodeConfig)
+    """Teacher decoding (online mode; offline records were made with the collection's settings)."""
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    """The objective."""
+    verify_checksums: bool = True
+    """Offline: check every shard's sha256 before training."""
+    output_dir: str = "runs/dcd/model"
+    """Where the student is saved."""
+
+    def __post_init__(self) -> None:
+        if self.distill.target == "first_step" and self.trajectories is None:
+            _check(self.decode.record_first_step, "decode.record_first_step",
+                   "must be true for distill.target=first_step")
+
+
+@dataclass
+class CollectConfig:
+    """Offline collection: the teacher decodes every prompt of ``data.train_file`` into shards."""
+
+    model: ModelConfig = MISSING
+    """The teacher (required)."""
+    block: BlockConfig = field(default_factory=BlockConfig)
+    """Block rules; the teacher's saved ones win for its mask/EOS ids."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Prompts: JSONL with ``prompt`` or ``prompt_ids`` (and optional ``id``)."""
+    decode: TeacherDecodeConfig = field(default_factory=TeacherDecodeConfig)
+    """Teacher decoding and recording."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """Only ``accelerator``, ``devices``, ``strategy``, ``precision``, ``seed`` and
+    ``enable_progress_bar`` are used."""
+    shard_size: int = 256
+    """Records per shard file."""
+    output_dir: str = "runs/dcd/trajectories"
+    """Collection directory (re-running resumes: finished ids are skipped)."""
+
+    def __post_init__(self) -> None:
+        _check(self.shard_size >= 1, "shard_size", f"must be >= 1, got {self.shard_size}")

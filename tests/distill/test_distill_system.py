@@ -1,0 +1,149 @@
+"""The DCD LightningModule: student copied from the teacher, teacher frozen and untouched.
+
+Guards against: the teacher's parameters sneaking into the optimiser (or receiving
+gradients), ``trainer.fit`` switching the teacher to train mode (dropout in the teacher's
+decoding), checkpoints that carry a second copy of the model, and online/offline paths that
+build different training sequences from the same trajectories.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from blockdistill import BlockDiffusionLM
+from blockdistill.config import OptimConfig, TrainerConfig, load_config
+from blockdistill.distill import (
+    DCDTrainConfig,
+    FirstStepTarget,
+    OnlineCollector,
+    TrajectoryCollector,
+    collate_prompts,
+    collate_records,
+    uniform,
+)
+from blockdistill.lightning import build_trainer
+from blockdistill.lightning.collect import PromptDataModule
+from blockdistill.lightning.dcd import DCDSystem
+from blockdistill.losses.distill import forward_kl
+from blockdistill.testing import tiny_qwen2, tiny_tokenizer
+
+
+def make_teacher(seed: int = 0) -> BlockDiffusionLM:
+    return BlockDiffusionLM.from_causal_lm(tiny_qwen2(seed=seed), tiny_tokenizer(), block_size=4).eval()
+
+
+def prompts(n: int = 6, seed: int = 0) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    return [{"id": f"p{i}", "prompt_ids": torch.randint(0, 80, (int(torch.randint(2, 9, (1,), generator=g)),),
+                                                         generator=g).tolist()} for i in range(n)]
+
+
+def test_student_is_a_deep_copy_and_teacher_is_frozen() -> None:
+    teacher = make_teacher()
+    system = DCDSystem.from_teacher(teacher, OptimConfig(lr=1e-3), online=True, collect={"max_new_tokens": 8})
+    assert system.student is not teacher
+    for (n1, p1), (n2, p2) in zip(system.student.named_parameters(), teacher.named_parameters()):
+        assert n1 == n2 and torch.equal(p1, p2) and p1.data_ptr() != p2.data_ptr()
+        assert p1.requires_grad and not p2.requires_grad
+    system.train()
+    assert system.student.training and not teacher.training
+    assert not any(m.training for m in teacher.modules())
+
+
+def test_teacher_unchanged_and_student_changed_after_a_training_step(tmp_path) -> None:
+    teacher = make_teacher()
+    before = copy.deepcopy(teacher.state_dict())
+    system = DCDSystem.from_teacher(teacher, OptimConfig(lr=1e-2, warmup_ratio=0.0), online=True,
+                                    collect={"max_new_tokens": 8, "top_k": 5})
+    trainer = build_trainer(TrainerConfig(max_steps=2, accelerator="cpu", default_root_dir=str(tmp_path),
+                                          enable_progress_bar=False, save_every_n_steps=1))
+    dm = PromptDataModule(prompts(), pad_token_id=teacher.spec.pad_token_id, batch_size=3)
+    trainer.fit(system, dm)
+    opt_params = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    assert not opt_params & {id(p) for p in teacher.parameters()}
+    assert opt_params == {id(p) for p in system.student.parameters()}
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, before[k]), f"teacher parameter {k} changed"
+    assert all(p.grad is None for p in teacher.parameters())
+    changed = [k for k, v in system.student.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, "the student did not train"
+    assert not teacher.training
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert not any(k.startswith("collector.") for k in ckpt["state_dict"])
+    assert any(k.startswith("net.") for k in ckpt["state_dict"])
+
+
+def test_online_batch_equals_offline_records_and_all_blocks_train_in_one_forward() -> None:
+    teacher = make_teacher()
+    rows = prompts(4)
+    pb = collate_prompts(rows, teacher.spec.pad_token_id)
+    online = OnlineCollector(teacher, max_new_tokens=10, top_k=None)(pb)
+    records = TrajectoryCollector(teacher, max_new_tokens=10)(pb.prompt_ids, pb.prompt_lens, pb.example_ids)
+    offline = collate_records(records, pad_token_id=teacher.spec.pad_token_id)
+    assert torch.equal(online.input_ids, offline.input_ids)
+    torch.testing.assert_close(online.target.probs, offline.target.probs)
+    # Several blocks per row, all masked in the noisy copy, trained by a single forward.
+    assert int((offline.seq_lens - (offline.prompt_lens // 4) * 4).max()) >= 8
+    masked = offline.masked()
+    assert torch.equal(masked.sum(1), offline.gen_valid.sum(1))
+    calls = []
+    student = copy.deepcopy(teacher)
+    hook = student.model.model.register_forward_hook(lambda *a: calls.append(1))
+    system = DCDSystem(student, OptimConfig())
+    loss, stats = system.compute_loss(offline)
+    hook.remove()
+    assert len(calls) == 1 and torch.isfinite(loss)
+
+
+def test_student_equal_to_teacher_has_near_zero_kl_at_one_step_blocks() -> None:
+    """Positions committed at step 1 of their block see exactly what the student sees (every
+    block position masked), so a student equal to the teacher matches those rows."""
+    teacher = make_teacher()
+    rows = prompts(4)
+    pb = collate_prompts(rows, teacher.spec.pad_token_id)
+    records = TrajectoryCollector(teacher, max_new_tokens=12)(pb.prompt_ids, pb.prompt_lens, pb.example_ids)
+    batch = collate_records(records)
+    logits = teacher.diffusion_logits(batch.input_ids, batch.prompt_lens, batch.seq_lens, batch.masked(),
+                                      batch.gen_index)
+    logits[..., teacher.spec.mask_token_id] = float("-inf")
+    first = (batch.commit_step == 1) & batch.gen_valid
+    kl = forward_kl(logits, batch.target.probs)
+    assert bool(first.any())
+    assert float(kl[first].detach().abs().max()) < 1e-4
+
+
+def test_first_step_target_and_uniform_schedule_plug_in() -> None:
+    teacher = make_teacher()
+    pb = collate_prompts(prompts(3), teacher.spec.pad_token_id)
+    records = TrajectoryCollector(teacher, max_new_tokens=8, record_first_step=True, top_k=4)(
+        pb.prompt_ids, pb.prompt_lens, pb.example_ids)
+    system = DCDSystem(copy.deepcopy(teacher), OptimConfig(), target=FirstStepTarget(), schedule=uniform,
+                       lambda_eos=0.0)
+    loss, _ = system.compute_loss(collate_records(records))
+    assert torch.isfinite(loss)
+    with pytest.raises(TypeError, match="no online collector"):
+        system.compute_loss(pb)
+
+
+def test_block_size_mismatch_is_refused() -> None:
+    teacher = make_teacher()
+    pb = collate_prompts(prompts(2), teacher.spec.pad_token_id)
+    records = TrajectoryCollector(teacher, max_new_tokens=8)(pb.prompt_ids, pb.prompt_lens, pb.example_ids)
+    other = BlockDiffusionLM.from_causal_lm(tiny_qwen2(), tiny_tokenizer(), block_size=2)
+    with pytest.raises(ValueError, match="block size 4 but the student's is 2"):
+        DCDSystem(other, OptimConfig()).compute_loss(collate_records(records))
+
+
+def test_config_loads_with_overrides(tmp_path) -> None:
+    path = tmp_path / "dcd.yaml"
+    path.write_text("model:\n  pretrained: runs/rad/model\ndistill:\n  lambda_eos: 0.5\n  schedule: power\n")
+    cfg = load_config(DCDTrainConfig, path, ["distill.power=3", "decode.top_k=null", "trajectories=runs/t"])
+    assert cfg.distill.lambda_eos == 0.5 and cfg.distill.power == 3 and cfg.decode.top_k is None
+    assert cfg.trajectories == "runs/t"
+    from blockdistill.config import ConfigError
+
+    with pytest.raises(ConfigError, match="decode.record_first_step"):
+        load_config(DCDTrainConfig, path, ["distill.target=first_step"])
