@@ -8,7 +8,7 @@ claims an equivalence also checks that the outputs are diverse.
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import lru_cache
+from functools import cache
 
 import torch
 
@@ -19,14 +19,14 @@ from blockdistill.testing import tiny_image_inputs, tiny_qwen2, tiny_qwen2_5_vl,
 VOCAB_WORDS = 80  # ordinary tokens t0..t79 of tiny_tokenizer
 
 
-@lru_cache(maxsize=None)
+@cache
 def text_bd() -> BlockDiffusionLM:
     bd = BlockDiffusionLM.from_causal_lm(tiny_qwen2(), tiny_tokenizer(), block_size=4)
     bd.model.double()
     return bd
 
 
-@lru_cache(maxsize=None)
+@cache
 def vl_bd() -> BlockDiffusionLM:
     bd = BlockDiffusionLM.from_causal_lm(tiny_qwen2_5_vl(), tiny_tokenizer(), block_size=4)
     bd.model.double()

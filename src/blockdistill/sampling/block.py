@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -27,7 +28,7 @@ from blockdistill.layout import response_block_start
 from blockdistill.sampling.denoiser import Denoiser
 from blockdistill.sampling.output import GenerationOutput, GenerationStats
 from blockdistill.sampling.policies import ConfidenceThreshold, UnmaskPolicy
-from blockdistill.sampling.trace import BlockTrace, ProbRows, TraceSpec
+from blockdistill.sampling.trace import TraceRecorder, TraceSpec
 
 __all__ = ["CACHE_MODES", "block_generate", "check_prompts"]
 
@@ -65,75 +66,21 @@ def check_prompts(prompt_ids: Tensor, prompt_lens: Tensor, max_new_tokens: int, 
 class _Rows:
     """Per-row bookkeeping of the rows still decoding (all tensors share the row order)."""
 
-    origin: Tensor  # long (B,): input row of each active row
-    start: Tensor  # long (B,): s_b
-    tail: Tensor  # long (B,): P_b - s_b, prompt tokens inside the first block
-    buf: Tensor  # long (B, N*L): every decoded block, from clean index s_b
+    origin: Tensor
+    """Long ``(B,)``: input row of each active row."""
+    start: Tensor
+    """Long ``(B,)``: ``s_b``, first clean index of the first response block."""
+    tail: Tensor
+    """Long ``(B,)``: ``P_b - s_b``, prompt tokens inside the first block."""
+    buf: Tensor
+    """Long ``(B, N * L)``: every decoded block, from clean index ``s_b``."""
 
     def select(self, keep: Tensor) -> _Rows:
         return _Rows(self.origin[keep], self.start[keep], self.tail[keep], self.buf[keep])
 
-
-class _Recorder:
-    """Collects :class:`BlockTrace` rows; only built when recording is asked for."""
-
-    def __init__(self, spec: TraceSpec, b: int, L: int) -> None:
-        self.spec, self.L = spec, L
-        self.blocks: list[list[tuple[Tensor, ProbRows, ProbRows]]] = [[] for _ in range(b)]
-        self.rows: list[int] = list(range(b))  # active row -> input row
-
-    def begin_block(self, b: int, device: torch.device) -> None:
-        self.step = torch.zeros(b, self.L, dtype=torch.long, device=device)
-        self.commit: ProbRows | None = None
-        self.first: ProbRows | None = None
-
-    def observe(self, logits: Tensor, jpos: Tensor, cand: Tensor, commit: Tensor, step: int) -> None:
-        rows = ProbRows.from_probs(torch.softmax(logits, -1), self.spec.top_k)  # (B, K, ...)
-        if self.commit is None:
-            self.commit = _empty_like_rows(rows, self.L)
-            self.first = _empty_like_rows(rows, self.L)
-        if step == 1:
-            _scatter_rows(self.first, rows, jpos, cand)
-        _scatter_rows(self.commit, rows, jpos, commit)
-        self.step.scatter_(1, jpos, torch.where(commit, step, self.step.gather(1, jpos)))
-
-    def end_block(self) -> None:
-        for a, r in enumerate(self.rows):
-            self.blocks[r].append((self.step[a], self.commit[a], self.first[a]))
-
-    def select(self, keep: list[int]) -> None:
-        self.rows = [self.rows[a] for a in keep]
-
-    def traces(self, prompt_lens: list[int], buffers: list[Tensor]) -> list[BlockTrace]:
-        out = []
-        for r, blocks in enumerate(self.blocks):
-            tail = prompt_lens[r] % self.L
-            step = torch.cat([s for s, _, _ in blocks])[tail:]
-            commit = ProbRows.cat([c for _, c, _ in blocks])[tail:]
-            first = ProbRows.cat([f for _, _, f in blocks])[tail:]
-            out.append(BlockTrace(prompt_lens[r], self.L, buffers[r][tail: tail + step.shape[0]], step, commit, first))
-        return out
-
-
-def _empty_like_rows(rows: ProbRows, L: int) -> ProbRows:
-    b = rows.probs.shape[0]
-    probs = rows.probs.new_zeros(b, L, rows.probs.shape[-1])
-    if rows.is_full:
-        return ProbRows(probs)
-    return ProbRows(probs, rows.indices.new_zeros(b, L, rows.indices.shape[-1]), rows.rest.new_zeros(b, L))
-
-
-def _scatter_rows(dst: ProbRows, src: ProbRows, jpos: Tensor, where: Tensor) -> None:
-    def put(d: Tensor, s: Tensor) -> None:
-        extra = d.dim() - 2
-        idx = jpos.view(*jpos.shape, *([1] * extra)).expand(*jpos.shape, *d.shape[2:])
-        keep = where.view(*where.shape, *([1] * extra))
-        d.scatter_(1, idx, torch.where(keep, s, d.gather(1, idx)))
-
-    put(dst.probs, src.probs)
-    if not dst.is_full:
-        put(dst.indices, src.indices)
-        put(dst.rest, src.rest)
+    @property
+    def count(self) -> int:
+        return int(self.origin.shape[0])
 
 
 @torch.no_grad()
@@ -169,169 +116,204 @@ def block_generate(
     """
     if cache not in CACHE_MODES:
         raise ValueError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
-    policy = policy if policy is not None else ConfidenceThreshold()
-    spec = denoiser.spec
-    L, mask_id, eos_id, shift = spec.block_size, spec.mask_token_id, spec.eos_token_id, spec.shift
-    check_prompts(prompt_ids, prompt_lens, max_new_tokens, L, denoiser.max_context)
-    sync = _syncer(prompt_ids.device)
-    t0 = time.perf_counter()
+    check_prompts(prompt_ids, prompt_lens, max_new_tokens, denoiser.spec.block_size, denoiser.max_context)
+    run = _BlockDecoder(denoiser, policy if policy is not None else ConfidenceThreshold(), cache,
+                        max_new_tokens, stop_at_eos, record)
+    return run(prompt_ids, prompt_lens.to(prompt_ids.device), vision)
 
-    b0 = prompt_ids.shape[0]
-    dev = prompt_ids.device
-    prompt_lens = prompt_lens.to(dev)
-    start = response_block_start(prompt_lens, L)
-    tail = prompt_lens - start
-    n_blocks = -(-(int(tail.max()) + max_new_tokens) // L)
-    rows = _Rows(torch.arange(b0, device=dev), start, tail,
-                 torch.full((b0, n_blocks * L), spec.pad_token_id, dtype=torch.long, device=dev))
-    prompt_lens_list = prompt_lens.tolist()
-    ar_L = torch.arange(L, device=dev)
-    tail_ids = prompt_ids.gather(1, (start[:, None] + ar_L).clamp(max=prompt_ids.shape[1] - 1))
 
-    state, carry = denoiser.prefill(prompt_ids, prompt_lens, vision)
-    nfe = 1 if int(start.max()) > 0 else 0
-    sync()
-    prefill_s = time.perf_counter() - t0
+class _BlockDecoder:
+    """One :func:`block_generate` call. Rows move through blocks in lockstep; ``rows``, the
+    denoiser ``state``, ``carry`` and ``pending`` always hold the same active rows.
 
-    recorder = _Recorder(record, b0, L) if record is not None else None
-    results: dict[int, Tensor] = {}
-    decoded: dict[int, Tensor] = {}  # every decoded block of a row, untruncated (for traces)
-    nfe_decode = row_forwards = 0
-    # With shift, slot i-1 predicts token i; the block's own noisy slots are then useless when L == 1.
-    need_noisy = not (shift and L == 1)
-    pending: Tensor | None = None  # fused: the previous block, to be appended by the next forward
-    min_tail = int(tail.min())
+    Query of a forward: ``[clean slots (nc) | noisy block (L)]``.
+    - ``block``: ``nc = 0`` while denoising; one extra pass writes each finished block.
+    - ``fused``: the first pass of block k carries block k-1 as ``L`` clean slots (appended).
+    - ``none``: a fresh prefill every forward, and every finished block as clean slots.
+    With ``shift``, block position ``j`` is read at query slot ``nc + j - 1``; position 0 with
+    ``nc = 0`` comes from ``carry``, the logits of the last clean token before the block
+    (from prefill, the block write pass, or the fused pass of the block's first step).
+    """
 
-    for k in range(n_blocks):
-        b = rows.origin.shape[0]
-        idx_k = rows.start[:, None] + k * L + ar_L
+    def __init__(self, denoiser: Denoiser, policy: UnmaskPolicy, cache: str, max_new_tokens: int,
+                 stop_at_eos: bool, record: TraceSpec | None) -> None:
+        self.den, self.policy, self.cache = denoiser, policy, cache
+        self.max_new, self.stop_at_eos, self.record = max_new_tokens, stop_at_eos, record
+        spec = denoiser.spec
+        self.L, self.mask_id, self.eos_id, self.shift = spec.block_size, spec.mask_token_id, spec.eos_token_id, spec.shift
+        self.pad_id = spec.pad_token_id
+        # With shift, slot i-1 predicts token i: with L == 1 the block's own noisy slot is useless.
+        self.need_noisy = not (self.shift and self.L == 1)
+        self.nfe = self.nfe_decode = self.row_forwards = 0
+
+    def __call__(self, prompt_ids: Tensor, prompt_lens: Tensor, vision: VisionInputs | None) -> GenerationOutput:
+        L, dev = self.L, prompt_ids.device
+        sync = _syncer(dev)
+        t0 = time.perf_counter()
+        self.prompt = (prompt_ids, prompt_lens, vision)
+        self.b0 = b0 = prompt_ids.shape[0]
+        start = response_block_start(prompt_lens, L)
+        tail = prompt_lens - start
+        n_blocks = -(-(int(tail.max()) + self.max_new) // L)
+        self.rows = _Rows(torch.arange(b0, device=dev), start, tail,
+                          torch.full((b0, n_blocks * L), self.pad_id, dtype=torch.long, device=dev))
+        self.ar_L = torch.arange(L, device=dev)
+        self.tail_ids = prompt_ids.gather(1, (start[:, None] + self.ar_L).clamp(max=prompt_ids.shape[1] - 1))
+        self.min_tail = int(tail.min())
+
+        self.state, self.carry = self.den.prefill(prompt_ids, prompt_lens, vision)
+        self.nfe += int(int(start.max()) > 0)
+        self.pending: Tensor | None = None  # fused: the previous block, appended by the next forward
+        sync()
+        prefill_s = time.perf_counter() - t0
+
+        self.recorder = TraceRecorder(self.record, b0, L) if self.record is not None else None
+        self.results: dict[int, Tensor] = {}
+        self.decoded: dict[int, Tensor] = {}
+        for k in range(n_blocks):
+            x = self._decode_block(k)
+            if not self._end_block(k, x):
+                break
+
+        sync()
+        wall = time.perf_counter() - t0
+        seqs = [self.results[r] for r in range(b0)]
+        traces = None
+        if self.recorder is not None:
+            traces = self.recorder.traces(prompt_lens.tolist(), [self.decoded[r] for r in range(b0)])
+        lengths = [int(s.shape[0]) for s in seqs]
+        stats = GenerationStats(nfe=self.nfe, nfe_decode=self.nfe_decode, row_forwards=self.row_forwards,
+                                generated_tokens=sum(lengths), lengths=lengths, wall_s=wall, prefill_s=prefill_s)
+        return GenerationOutput(seqs, stats, traces)
+
+    # ------------------------------------------------------------------ one block
+    def _decode_block(self, k: int) -> Tensor:
+        """Denoise block ``k`` of every active row; returns its tokens, long ``(B, L)``."""
+        L, b, ar_L = self.L, self.rows.count, self.ar_L
         if k == 0:
-            masked = ar_L[None, :] >= rows.tail[:, None]
-            x = torch.where(masked, mask_id, tail_ids)
+            masked = ar_L[None, :] >= self.rows.tail[:, None]
+            x = torch.where(masked, self.mask_id, self.tail_ids)
         else:
-            masked = torch.ones(b, L, dtype=torch.bool, device=dev)
-            x = torch.full((b, L), mask_id, dtype=torch.long, device=dev)
-        if recorder is not None:
-            recorder.begin_block(b, dev)
+            masked = torch.ones(b, L, dtype=torch.bool, device=ar_L.device)
+            x = torch.full((b, L), self.mask_id, dtype=torch.long, device=ar_L.device)
+        if self.recorder is not None:
+            self.recorder.begin_block(b, ar_L.device)
         step = 0
         while True:
             step += 1
             if step == 1:
-                kmax = L - (min_tail if k == 0 else 0)
-            elif policy.commits_all:
+                kmax = L - (self.min_tail if k == 0 else 0)
+            elif self.policy.commits_all:
                 break
             else:
                 kmax = int(masked.sum(1).max())
                 if kmax == 0:
                     break
+            # Columns: the still-masked block positions of each row first, in order.
             if kmax == L:
                 jpos = ar_L.expand(b, L)
                 cand = masked.clone()  # `masked` is updated in place below
             else:
                 jpos = torch.sort((~masked).to(torch.int8), dim=1, stable=True).indices[:, :kmax]
                 cand = masked.gather(1, jpos)
-
-            # Query: [clean slots (nc) | noisy block]; the first `append` clean slots are kept.
-            if cache == "none":
-                if step > 1 or k > 0:
-                    # The reference recomputes everything, prompt included, for every forward.
-                    state, carry = denoiser.prefill(prompt_ids, prompt_lens, vision)
-                    nfe += 1
-                    if b < b0:
-                        state = denoiser.select_rows(state, rows.origin)
-                        carry = None if carry is None else carry[rows.origin]
-                clean_ids = rows.buf[:, : k * L] if k else None
-                clean_idx = rows.start[:, None] + torch.arange(k * L, device=dev)
-                append = k * L  # clean slots are the leading `append` ones; this state is dropped after
-            elif cache == "fused" and pending is not None:
-                clean_ids, clean_idx, append = pending, idx_k - L, L
-                pending = None
-            else:
-                clean_ids = clean_idx = None
-                append = 0
-            nc = 0 if clean_ids is None else clean_ids.shape[1]
-            if need_noisy:
-                ids = x if nc == 0 else torch.cat([clean_ids, x], 1)
-                index = idx_k if nc == 0 else torch.cat([clean_idx, idx_k], 1)
-            else:
-                ids, index = clean_ids, clean_idx
-
-            if shift:
-                # Token j of the block comes from slot j-1; j = 0 from the last clean slot before
-                # the block (in this query when nc > 0, else carried from an earlier pass).
-                at = (nc - 1 + jpos).clamp(min=0)
-            else:
-                at = nc + jpos
-            if ids is not None:
-                logits = denoiser.forward(state, ids, index, append, at)
-                nfe += 1
-                nfe_decode += 1
-                row_forwards += b
-            else:
-                logits = carry[:, None, :].clone()
-            if shift:
-                if nc > 0:
-                    if cache == "fused" and not policy.commits_all:
-                        carry = logits[:, 0]  # column 0 is j = 0 on a block's first step
-                elif ids is not None:
-                    first = jpos[:, :1] == 0
-                    logits[:, 0] = torch.where(first, carry, logits[:, 0])
-
-            logits[..., mask_id] = float("-inf")
+            logits = self._logits(k, step, x, jpos)
+            logits[..., self.mask_id] = float("-inf")
             tok = logits.argmax(-1)
             conf = None
-            if policy.needs_confidence:
+            if self.policy.needs_confidence:
                 conf = torch.exp(logits.gather(-1, tok[..., None])[..., 0] - torch.logsumexp(logits, -1))
-            commit = policy(conf, cand, step) & cand
-            if recorder is not None:
-                recorder.observe(logits, jpos, cand, commit, step)
+            commit = self.policy(conf, cand, step) & cand
+            if self.recorder is not None:
+                self.recorder.observe(logits, jpos, cand, commit, step)
             x.scatter_(1, jpos, torch.where(commit, tok, x.gather(1, jpos)))
             masked.scatter_(1, jpos, masked.gather(1, jpos) & ~commit)
+        return x
 
+    def _logits(self, k: int, step: int, x: Tensor, jpos: Tensor) -> Tensor:
+        """Float ``(B, K, V)`` logits predicting block positions ``jpos`` ``(B, K)`` of block ``k``."""
+        L, rows = self.L, self.rows
+        idx_k = rows.start[:, None] + k * L + self.ar_L
+        clean_ids = clean_idx = None
+        append = 0
+        if self.cache == "none":
+            if step > 1 or k > 0:  # the reference recomputes everything, prompt included
+                self._fresh_state()
+            if k:
+                clean_ids = rows.buf[:, : k * L]
+                clean_idx = rows.start[:, None] + torch.arange(k * L, device=x.device)
+                append = k * L  # the state is dropped after this forward
+        elif self.cache == "fused" and self.pending is not None:
+            clean_ids, clean_idx, append = self.pending, idx_k - L, L
+            self.pending = None
+        nc = 0 if clean_ids is None else clean_ids.shape[1]
+        if not self.need_noisy:
+            ids, index = clean_ids, clean_idx
+        elif nc:
+            ids, index = torch.cat([clean_ids, x], 1), torch.cat([clean_idx, idx_k], 1)
+        else:
+            ids, index = x, idx_k
+
+        if not self.shift:
+            return self._forward(ids, index, append, nc + jpos)
+        if ids is None:  # L == 1 without clean slots: the carried logits are the answer
+            return self.carry[:, None, :].clone()
+        logits = self._forward(ids, index, append, (nc - 1 + jpos).clamp(min=0))
+        if nc:
+            if self.cache == "fused" and not self.policy.commits_all:
+                self.carry = logits[:, 0].clone()  # column 0 is position 0 at a block's first step
+        else:
+            logits[:, 0] = torch.where(jpos[:, :1] == 0, self.carry, logits[:, 0])
+        return logits
+
+    def _end_block(self, k: int, x: Tensor) -> bool:
+        """Store block ``k``, retire finished rows, write the block's KV where the cache mode
+        needs it. Returns False when no row is left."""
+        L, rows = self.L, self.rows
         rows.buf[:, k * L:(k + 1) * L] = x
-        if recorder is not None:
-            recorder.end_block()
-        made = (k + 1) * L - rows.tail
-        done = made >= max_new_tokens
-        if stop_at_eos:
-            gen = (ar_L[None, :] >= rows.tail[:, None]) if k == 0 else torch.ones_like(masked)
-            done = done | ((x == eos_id) & gen).any(1)
+        if self.recorder is not None:
+            self.recorder.end_block()
+        done = (k + 1) * L - rows.tail >= self.max_new
+        if self.stop_at_eos:
+            generated = self.ar_L[None, :] >= (rows.tail[:, None] if k == 0 else 0)
+            done = done | ((x == self.eos_id) & generated).any(1)
         if bool(done.any()):
             for a in done.nonzero()[:, 0].tolist():
                 r = int(rows.origin[a])
-                decoded[r] = rows.buf[a, : (k + 1) * L]
-                results[r] = _finish(rows.buf[a], int(rows.tail[a]), (k + 1) * L, max_new_tokens,
-                                     eos_id if stop_at_eos else None)
+                self.decoded[r] = rows.buf[a, : (k + 1) * L]
+                self.results[r] = _finish(rows.buf[a], int(rows.tail[a]), (k + 1) * L, self.max_new,
+                                          self.eos_id if self.stop_at_eos else None)
             keep = (~done).nonzero()[:, 0]
             if keep.numel() == 0:
-                break
-            if recorder is not None:
-                recorder.select(keep.tolist())
-            rows = rows.select(keep)
-            state = denoiser.select_rows(state, keep)
+                return False
+            if self.recorder is not None:
+                self.recorder.select(keep.tolist())
+            self.rows = rows = rows.select(keep)
+            self.state = self.den.select_rows(self.state, keep)
             x = x[keep]
-            carry = None if carry is None else carry[keep]
-        if cache == "block":
-            at = torch.full((rows.origin.shape[0], 1), L - 1, dtype=torch.long, device=dev) if shift else None
-            out = denoiser.forward(state, x, rows.start[:, None] + k * L + ar_L, L, at)
-            nfe += 1
-            nfe_decode += 1
-            row_forwards += rows.origin.shape[0]
-            if shift:
-                carry = out[:, 0]
-        elif cache == "fused":
-            pending = x
+            self.carry = None if self.carry is None else self.carry[keep]
+        if self.cache == "block":
+            at = torch.full((rows.count, 1), L - 1, dtype=torch.long, device=x.device) if self.shift else None
+            out = self._forward(x, rows.start[:, None] + k * L + self.ar_L, L, at)
+            if self.shift:
+                self.carry = out[:, 0]
+        elif self.cache == "fused":
+            self.pending = x
+        return True
 
-    sync()
-    wall = time.perf_counter() - t0
-    seqs = [results[r] for r in range(b0)]
-    traces = None
-    if recorder is not None:
-        traces = recorder.traces(prompt_lens_list, [decoded[r] for r in range(b0)])
-    lengths = [int(s.shape[0]) for s in seqs]
-    stats = GenerationStats(nfe=nfe, nfe_decode=nfe_decode, row_forwards=row_forwards,
-                            generated_tokens=sum(lengths), lengths=lengths, wall_s=wall, prefill_s=prefill_s)
-    return GenerationOutput(seqs, stats, traces)
+    # ------------------------------------------------------------------ helpers
+    def _forward(self, ids: Tensor, index: Tensor, append: int, at: Tensor | None) -> Any:
+        self.nfe += 1
+        self.nfe_decode += 1
+        self.row_forwards += ids.shape[0]
+        return self.den.forward(self.state, ids, index, append, at)
+
+    def _fresh_state(self) -> None:
+        """No-cache reference: prefill the prompts again and keep the active rows."""
+        self.state, self.carry = self.den.prefill(*self.prompt)
+        self.nfe += 1
+        if self.rows.count < self.b0:
+            self.state = self.den.select_rows(self.state, self.rows.origin)
+            self.carry = None if self.carry is None else self.carry[self.rows.origin]
 
 
 def _finish(buf: Tensor, tail: int, end: int, max_new_tokens: int, eos_id: int | None) -> Tensor:

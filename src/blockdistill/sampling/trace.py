@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["BlockTrace", "ProbRows", "TraceSpec"]
+__all__ = ["BlockTrace", "ProbRows", "TraceRecorder", "TraceSpec"]
 
 
 @dataclass(frozen=True)
@@ -107,3 +107,74 @@ class BlockTrace:
     def block_ids(self) -> Tensor:
         """Long ``(N,)`` block of each position."""
         return (self.prompt_len + torch.arange(self.length, device=self.tokens.device)) // self.block_size
+
+
+class TraceRecorder:
+    """Collects :class:`BlockTrace` rows inside a sampler; built only when recording is asked for.
+
+    Per block: :meth:`begin_block`, one :meth:`observe` per denoising step, :meth:`end_block`;
+    :meth:`select` when rows leave the batch.
+    """
+
+    def __init__(self, spec: TraceSpec, batch: int, block_size: int) -> None:
+        self.spec, self.L = spec, block_size
+        self.blocks: list[list[tuple[Tensor, ProbRows, ProbRows]]] = [[] for _ in range(batch)]
+        self.rows: list[int] = list(range(batch))  # active row -> input row
+
+    def begin_block(self, batch: int, device: torch.device) -> None:
+        self.step = torch.zeros(batch, self.L, dtype=torch.long, device=device)
+        self.commit: ProbRows | None = None
+        self.first: ProbRows | None = None
+
+    def observe(self, logits: Tensor, jpos: Tensor, cand: Tensor, commit: Tensor, step: int) -> None:
+        """``logits`` float ``(B, K, V)`` (mask token at -inf) at block positions ``jpos``
+        ``(B, K)``; ``cand``/``commit`` bool ``(B, K)``; ``step`` 1-based."""
+        rows = ProbRows.from_probs(torch.softmax(logits, -1), self.spec.top_k)
+        if self.commit is None:
+            self.commit = _empty_rows(rows, self.L)
+            self.first = _empty_rows(rows, self.L)
+        if step == 1:
+            _scatter_rows(self.first, rows, jpos, cand)
+        _scatter_rows(self.commit, rows, jpos, commit)
+        self.step.scatter_(1, jpos, torch.where(commit, step, self.step.gather(1, jpos)))
+
+    def end_block(self) -> None:
+        for a, r in enumerate(self.rows):
+            self.blocks[r].append((self.step[a], self.commit[a], self.first[a]))
+
+    def select(self, keep: list[int]) -> None:
+        self.rows = [self.rows[a] for a in keep]
+
+    def traces(self, prompt_lens: list[int], decoded: list[Tensor]) -> list[BlockTrace]:
+        """``decoded[r]``: row ``r``'s decoded blocks, long, from clean index ``s_r``."""
+        out = []
+        for r, blocks in enumerate(self.blocks):
+            tail = prompt_lens[r] % self.L
+            step = torch.cat([s for s, _, _ in blocks])[tail:]
+            commit = ProbRows.cat([c for _, c, _ in blocks])[tail:]
+            first = ProbRows.cat([f for _, _, f in blocks])[tail:]
+            out.append(BlockTrace(prompt_lens[r], self.L, decoded[r][tail: tail + step.shape[0]].clone(), step,
+                                  commit, first))
+        return out
+
+
+def _empty_rows(rows: ProbRows, L: int) -> ProbRows:
+    b = rows.probs.shape[0]
+    probs = rows.probs.new_zeros(b, L, rows.probs.shape[-1])
+    if rows.is_full:
+        return ProbRows(probs)
+    return ProbRows(probs, rows.indices.new_zeros(b, L, rows.indices.shape[-1]), rows.rest.new_zeros(b, L))
+
+
+def _scatter_rows(dst: ProbRows, src: ProbRows, jpos: Tensor, where: Tensor) -> None:
+    """``dst[b, jpos[b, k]] = src[b, k]`` where ``where[b, k]``."""
+    def put(d: Tensor, s: Tensor) -> None:
+        extra = d.dim() - 2
+        idx = jpos.view(*jpos.shape, *([1] * extra)).expand(*jpos.shape, *d.shape[2:])
+        keep = where.view(*where.shape, *([1] * extra))
+        d.scatter_(1, idx, torch.where(keep, s, d.gather(1, idx)))
+
+    put(dst.probs, src.probs)
+    if not dst.is_full:
+        put(dst.indices, src.indices)
+        put(dst.rest, src.rest)
