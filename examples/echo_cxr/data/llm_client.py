@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 import urllib.error
@@ -127,7 +126,7 @@ class ChatClient:
                 if err.code == 429 or err.code >= 500:
                     continue
                 raise LLMError(last) from err
-            except (TimeoutError, socket.timeout) as err:
+            except TimeoutError as err:
                 last = f"timed out after {self.timeout_s}s waiting for {self.url} ({err})"
                 continue
             except (urllib.error.URLError, ConnectionError, OSError) as err:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 SOURCES = ("mimic_cxr", "chexpert_plus", "rexgradient", "iu_xray", "synthetic")

@@ -186,9 +186,14 @@ class SemanticDedup:
             yield from self._block(block, kept, reject)
 
     def _block(self, block: list[CXRRecord], kept: _Kept, reject: RejectSink) -> Iterator[CXRRecord]:
-        emb = np.asarray(self.embedder([self.text(r) for r in block]), dtype=np.float32)
-        if emb.shape != (len(block), emb.shape[-1]):
-            raise ValueError(f"embedder returned shape {emb.shape} for {len(block)} texts")
+        # Standardised corpora repeat texts verbatim (IU-Xray: ~20%); embed each text once.
+        texts = [self.text(r) for r in block]
+        unique = list(dict.fromkeys(texts))
+        unique_emb = np.asarray(self.embedder(unique), dtype=np.float32)
+        if unique_emb.ndim != 2 or unique_emb.shape[0] != len(unique):
+            raise ValueError(f"embedder returned shape {unique_emb.shape} for {len(unique)} texts")
+        row_of = {text: i for i, text in enumerate(unique)}
+        emb = unique_emb[[row_of[t] for t in texts]]
         groups = np.array([self._group_ids.setdefault(self.group(r), len(self._group_ids))
                            if self.group else 0 for r in block], dtype=np.int64)
         # Best earlier kept match per row, over the kept set chunk by chunk.

@@ -16,7 +16,7 @@ print(RuleStandardizer().standardize_text('FINDINGS: Small left effusion.'))"
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,10 @@ class RuleStandardizer:
     """Observations to enumerate; a subset of :data:`~.observations.OBSERVATIONS`."""
     normal_impression: str = NORMAL_IMPRESSION
     max_impression_sentences: int = 3
+    labeler: Callable[[str], dict[str, str]] = mentions
+    """``text -> {observation: "positive"|"uncertain"|"negative"}`` for mentioned observations;
+    swap in another labeler (e.g. an adapter of ``examples.echo_cxr.labeler``) to share rules.
+    It must read every sentence of :func:`~.observations.negative_sentence` as negative."""
 
     def __post_init__(self) -> None:
         unknown = set(self.observations) - set(OBSERVATIONS)
@@ -125,15 +129,16 @@ class RuleStandardizer:
     def params(self) -> dict[str, Any]:
         return {"kind": "rules", "observations": list(self.observations),
                 "normal_impression": self.normal_impression,
-                "max_impression_sentences": self.max_impression_sentences}
+                "max_impression_sentences": self.max_impression_sentences,
+                "labeler": getattr(self.labeler, "__qualname__", repr(self.labeler))}
 
     def standardize_text(self, findings: str, impression: str = "") -> dict[str, str]:
         """The standardised ``{"findings", "impression"}`` for raw section texts."""
         f_sent, i_sent = clean_sentences(findings), clean_sentences(impression)
         if not f_sent:
             f_sent = list(i_sent)  # the impression is then the only description there is
-        in_findings = mentions(" ".join(f_sent))
-        anywhere = mentions(" ".join(f_sent + i_sent))
+        in_findings = self.labeler(" ".join(f_sent))
+        anywhere = self.labeler(" ".join(f_sent + i_sent))
         asserted = {o for o, status in anywhere.items() if status != "negative"}
         added = [
             negative_sentence(o) for o in self.observations
@@ -141,7 +146,7 @@ class RuleStandardizer:
             and not asserted.intersection(BLOCKED_BY.get(o, ()))
         ]
         if not i_sent:
-            abnormal = [s for s in f_sent if any(v != "negative" for v in mentions(s).values())]
+            abnormal = [s for s in f_sent if any(v != "negative" for v in self.labeler(s).values())]
             i_sent = abnormal[: self.max_impression_sentences] or [self.normal_impression]
         return {"findings": " ".join(f_sent + added), "impression": " ".join(i_sent)}
 
@@ -154,7 +159,7 @@ class RuleStandardizer:
                 continue
             out = self.standardize_text(findings, impression)
             metadata = {**record.metadata, "standardizer": "rules", "sections_from": how,
-                        "observations": mentions(f"{out['findings']} {out['impression']}")}
+                        "observations": self.labeler(f"{out['findings']} {out['impression']}")}
             yield replace(record, findings=out["findings"], impression=out["impression"],
                           metadata=metadata)
 
