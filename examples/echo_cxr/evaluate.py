@@ -162,7 +162,7 @@ def echo_results(report: EvalReport, samples: int = 3) -> dict[str, Any]:
     """The demo's results: ``rows`` (per variant and language, demo schema), ``by_source`` (same
     schema plus ``source``, when a language mixes sources), ``per_finding`` (variant -> language
     -> finding -> F1), ``samples`` (``samples`` reports per language: truth and every variant's
-    text), ``variants`` (settings), ``details`` (the runner's full rows) and ``predictions``
+    text), ``variants`` (settings, whole-run statistics), ``details`` (the runner's full rows) and ``predictions``
     (variant -> every generated report with its reference)."""
     rows = [r for r in report.rows if r["group"] == "lang"]
     per_finding: dict[str, dict[str, dict[str, float]]] = {}
@@ -174,7 +174,7 @@ def echo_results(report: EvalReport, samples: int = 3) -> dict[str, Any]:
         "by_source": [{**echo_row(r), "source": r["source"]} for r in report.rows if r["group"] == "lang/source"],
         "per_finding": per_finding,
         "samples": report.side_by_side(samples),
-        "variants": [res.description for res in report.results],
+        "variants": [res.summary() for res in report.results],
         "details": report.rows,
         "predictions": {res.name: [p.as_dict() for p in res.predictions] for res in report.results},
     }

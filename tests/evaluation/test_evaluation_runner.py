@@ -81,6 +81,9 @@ def test_rows_and_files(report):
     saved = json.loads((out / "results.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(rep.rows))
     assert [v["name"] for v in saved["variants"]] == ["ar", "multistep", "onestep"]
+    for v, res in zip(saved["variants"], rep.results):
+        assert v["stats"]["generated_tokens"] == sum(r["generated_tokens"] for r in res.rows if r["group"] == "lang")
+        assert v["stats"]["tpf"] == res.stats.tpf and v["sampler"]["max_new_tokens"] == 12
     assert [len(saved["predictions"][v]) for v in ("ar", "multistep", "onestep")] == [7, 7, 7]
     md = (out / "results.md").read_text().splitlines()
     assert md[0].startswith("| variant | lang | source | n | bleu_1 |") and md[0].endswith("| mean_length |")

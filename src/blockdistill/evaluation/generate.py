@@ -27,7 +27,7 @@ from blockdistill.evaluation.text import decode_ids
 
 __all__ = ["GroupKey", "Prediction", "SplitOutput", "default_lang", "default_source", "generate_split"]
 
-GroupKey = tuple[str, "str | None"]
+GroupKey = tuple[str, str | None]
 """``(language, source)``; source is None when examples carry none."""
 
 

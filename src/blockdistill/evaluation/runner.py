@@ -55,6 +55,10 @@ class VariantResult:
     stats: RunStats
     """Decoding statistics of the whole run (all groups)."""
 
+    def summary(self) -> dict[str, Any]:
+        """Settings plus the whole run's statistics (JSON-ready)."""
+        return {**self.description, "stats": self.stats.summary()}
+
 
 def _merged(stats: Iterable[RunStats]) -> RunStats:
     total = RunStats()
@@ -149,9 +153,9 @@ class EvalReport:
         return out
 
     def to_dict(self, include_predictions: bool = True, samples: int = 3) -> dict[str, Any]:
-        """JSON-ready: ``rows``, ``variants`` (settings), ``samples`` (side by side) and, when
-        asked, every ``predictions`` per variant."""
-        d: dict[str, Any] = {"rows": self.rows, "variants": [res.description for res in self.results],
+        """JSON-ready: ``rows``, ``variants`` (settings and whole-run statistics), ``samples``
+        (side by side) and, when asked, every ``predictions`` per variant."""
+        d: dict[str, Any] = {"rows": self.rows, "variants": [res.summary() for res in self.results],
                              "samples": self.side_by_side(samples)}
         if include_predictions:
             d["predictions"] = {res.name: [p.as_dict() for p in res.predictions] for res in self.results}
