@@ -83,23 +83,27 @@ class BlockDiffusionLM(nn.Module):
         so the mask token starts as a neutral "average token".
         """
         family = family_for(model)
-        real_vocab = len(tokenizer)
         existing = tokenizer.get_vocab().get(mask_token)
-        if existing is not None and existing < real_vocab and mask_token not in tokenizer.all_special_tokens:
+        if existing is not None and mask_token not in tokenizer.all_special_tokens:
             raise ValueError(f"mask token {mask_token!r} already exists as a real token (id {existing}); choose another")
-        tokenizer.add_special_tokens({"additional_special_tokens": [mask_token]}, replace_extra_special_tokens=False)
+        if existing is None:
+            tokenizer.add_special_tokens({"additional_special_tokens": [mask_token]}, replace_extra_special_tokens=False)
+        # A tokenizer that already carries the mask token (saved by an earlier stage) is reused.
         mask_id = tokenizer.convert_tokens_to_ids(mask_token)
+        real_vocab = mask_id  # added tokens sit after the real vocabulary
         emb = family.input_embeddings(model)
+        fresh_row = existing is None or mask_id >= emb.num_embeddings
         if mask_id >= emb.num_embeddings:
             model.resize_token_embeddings(mask_id + 1, mean_resizing=False)
             emb = family.input_embeddings(model)
-        with torch.no_grad():
-            emb.weight[mask_id] = emb.weight[:real_vocab].mean(0)
-            head = family.lm_head(model)
-            if head is not None and head.weight is not emb.weight:
-                head.weight[mask_id] = head.weight[:real_vocab].mean(0)
-                if getattr(head, "bias", None) is not None:
-                    head.bias[mask_id] = head.bias[:real_vocab].mean()
+        if fresh_row:
+            with torch.no_grad():
+                emb.weight[mask_id] = emb.weight[:real_vocab].mean(0)
+                head = family.lm_head(model)
+                if head is not None and head.weight is not emb.weight:
+                    head.weight[mask_id] = head.weight[:real_vocab].mean(0)
+                    if getattr(head, "bias", None) is not None:
+                        head.bias[mask_id] = head.bias[:real_vocab].mean()
         eos = eos_token_id if eos_token_id is not None else tokenizer.eos_token_id
         if eos is None:
             raise ValueError("tokenizer has no eos_token_id; pass eos_token_id explicitly")
@@ -265,14 +269,16 @@ def causal_logits(model: nn.Module, input_ids: Tensor, seq_lens: Tensor, keep: T
     return family.lm_head(model)(hidden).float()
 
 
-def atomic_save_pretrained(model: nn.Module, path: str | os.PathLike, tokenizer: Any = None, **kwargs: Any) -> None:
-    """``save_pretrained`` into a temporary directory, then rename over ``path``: a crash never
-    leaves a half-written model behind."""
+def atomic_save_pretrained(model: nn.Module | None, path: str | os.PathLike, tokenizer: Any = None,
+                           **kwargs: Any) -> None:
+    """``save_pretrained`` (of the model and/or tokenizer) into a temporary directory, then rename
+    over ``path``: a crash never leaves a half-written model behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        model.save_pretrained(tmp, **kwargs)
+        if model is not None:
+            model.save_pretrained(tmp, **kwargs)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         old = None

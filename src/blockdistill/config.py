@@ -235,20 +235,20 @@ class RADTrainConfig(ARTrainConfig):
 T = TypeVar("T")
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Build a ``cls`` instance from its defaults, a YAML file and ``key=value`` overrides.
+def load_config(cls: type[T], path: str | Path | list[str | Path] | None = None,
+                overrides: list[str] | None = None) -> T:
+    """Build a ``cls`` instance from its defaults, YAML file(s) (merged in order) and ``key=value`` overrides.
 
     Unknown keys and ill-typed values raise :class:`ConfigError` naming the key; values
     rejected by a dataclass's ``__post_init__`` raise :class:`ConfigError` naming the field.
     """
-    schema = OmegaConf.structured(cls)
+    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
     try:
-        layers = [schema]
-        if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise ConfigError(f"config file {str(path)!r} does not exist")
-            layers.append(OmegaConf.load(path))
+        layers = [OmegaConf.structured(cls)]
+        for p in map(Path, paths):
+            if not p.is_file():
+                raise ConfigError(f"config file {str(p)!r} does not exist")
+            layers.append(OmegaConf.load(p))
         if overrides:
             bad = [o for o in overrides if "=" not in o]
             if bad:

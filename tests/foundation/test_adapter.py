@@ -169,3 +169,12 @@ def test_flex_attention_training_on_cpu_raises_clearly(text_bd):
     finally:
         text_bd.set_attn_backend("sdpa")
         text_bd.eval()
+
+
+def test_a_tokenizer_that_already_carries_the_mask_token_is_reused():
+    """Guards against a second model failing to wrap with the tokenizer saved by an earlier stage."""
+    tok = tiny_tokenizer()
+    first = BlockDiffusionLM.from_causal_lm(tiny_qwen2(), tok, block_size=4)
+    n = len(tok)
+    second = BlockDiffusionLM.from_causal_lm(tiny_qwen2(seed=1), tok, block_size=8)
+    assert len(tok) == n and second.spec.mask_token_id == first.spec.mask_token_id

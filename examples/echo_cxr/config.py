@@ -1,0 +1,225 @@
+"""ECHO run configuration: one dataclass with a section per stage.
+
+A size lives in a folder of YAML files, ``configs/<size>/``: ``common.yaml`` (run directory,
+data, tokenizer, backbone) plus one file per stage (``ar.yaml``, ``rad.yaml``, ``collect.yaml``,
+``dcd.yaml``, ``eval.yaml``). Loading a stage merges ``common.yaml`` and that stage's file, then
+``key=value`` overrides; every field is validated and a bad key names itself.
+
+    cfg = load_echo_config("examples/echo_cxr/configs/tiny", "rad", ["rad.trainer.max_steps=20"])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from blockdistill.config import ConfigError, NoiseConfig, OptimConfig, TrainerConfig, load_config
+from blockdistill.distill.config import DistillConfig, TeacherDecodeConfig
+from examples.echo_cxr.model import BackboneConfig
+
+STAGES = ("data", "curate", "ar", "rad", "collect", "dcd", "eval", "report")
+"""Pipeline order. ``python -m examples.echo_cxr all`` runs them in this order."""
+
+
+def _check(cond: bool, name: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{name}: {msg}")
+
+
+@dataclass
+class DataSection:
+    """Where training and evaluation studies come from."""
+
+    source: str = "synthetic"
+    """``synthetic`` (generated offline) or ``records`` (curated JSONL of CXRRecords with images)."""
+    train_records: str | None = None
+    """``records``: JSONL of training studies (output of the curation pipeline)."""
+    eval_records: str | None = None
+    """``records``: JSONL of evaluation studies."""
+    dcd_records: str | None = None
+    """``records``: JSONL of the DCD subset (defaults to the training studies)."""
+    image_root: str | None = None
+    """``records``: directory that relative image paths are resolved against."""
+    n_train: int = 4000
+    """``synthetic``: training studies."""
+    n_eval: int = 500
+    """``synthetic``: English evaluation studies (held out: a different seed)."""
+    n_eval_zh: int = 100
+    """``synthetic``: Chinese evaluation studies."""
+    zh_fraction: float = 0.5
+    """Fraction of training studies whose report is Chinese (the paper translates a random 50%)."""
+    image_size: int = 64
+    """``synthetic``: image side in pixels."""
+    seed: int = 0
+    """Seed of the training studies; evaluation uses ``seed + 1``."""
+    tokenizer: str | None = None
+    """Tokenizer directory. Null with a tiny backbone: a small BPE trained on the synthetic corpus;
+    null with a pretrained backbone: the checkpoint's own tokenizer."""
+    tokenizer_vocab: int = 1024
+    """Tiny BPE vocabulary size."""
+
+    def __post_init__(self) -> None:
+        _check(self.source in ("synthetic", "records"), "data.source", f"must be synthetic or records, got {self.source!r}")
+        if self.source == "records":
+            _check(bool(self.train_records) and bool(self.eval_records), "data.train_records",
+                   "data.train_records and data.eval_records are required when data.source=records")
+        _check(self.n_train >= 1, "data.n_train", f"must be >= 1, got {self.n_train}")
+        _check(self.n_eval >= 1, "data.n_eval", f"must be >= 1, got {self.n_eval}")
+        _check(self.n_eval_zh >= 0, "data.n_eval_zh", f"must be >= 0, got {self.n_eval_zh}")
+        _check(0 <= self.zh_fraction <= 1, "data.zh_fraction", f"must be in [0, 1], got {self.zh_fraction}")
+        _check(self.image_size >= 32, "data.image_size", f"must be >= 32, got {self.image_size}")
+
+
+@dataclass
+class ARSection:
+    """Stage 1: AR continued pre-training (ECHO_AR)."""
+
+    batch_size: int = 32
+    """Studies per micro-batch."""
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, warmup_ratio=0.1))
+    """Optimiser (the paper: AdamW, lr 1e-5, weight decay 0.01, warmup 3% for Lingshu-7B)."""
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(max_steps=300))
+    """Trainer."""
+    freeze_vision: bool = False
+    """Freeze the vision encoder and projector (the paper trains them in stage 1)."""
+
+
+@dataclass
+class RADSection:
+    """Stage 2: RAD adaptation (ECHO_Base), one model per block size, each from ECHO_AR."""
+
+    block_sizes: list[int] = field(default_factory=lambda: [4, 8])
+    """Block sizes to train; each gives ``rad_L{L}/model``."""
+    shift: bool = False
+    """Output alignment saved with the model (see DESIGN.md §2)."""
+    layout: str = "rad"
+    """``rad`` or ``full_dup``."""
+    batch_size: int = 32
+    """Studies per micro-batch."""
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    """Noising."""
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_ratio=0.05))
+    """Optimiser."""
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(max_steps=150))
+    """Trainer."""
+    freeze_vision: bool = True
+    """Freeze the vision encoder and projector, as in the paper."""
+
+    def __post_init__(self) -> None:
+        _check(len(self.block_sizes) >= 1 and all(b >= 1 for b in self.block_sizes), "rad.block_sizes",
+               f"must be a non-empty list of sizes >= 1, got {self.block_sizes}")
+        _check(self.layout in ("rad", "full_dup"), "rad.layout", f"must be rad or full_dup, got {self.layout!r}")
+
+
+@dataclass
+class CollectSection:
+    """DCD phase 1: the teacher's own multi-step trajectories."""
+
+    block_size: int = 8
+    """Which ECHO_Base is the teacher (``rad_L{block_size}``)."""
+    n_prompts: int = 1000
+    """Training studies decoded (the paper: a 30k subset proportional to the sources)."""
+    batch_size: int = 50
+    """Prompts per teacher batch."""
+    decode: TeacherDecodeConfig = field(default_factory=lambda: TeacherDecodeConfig(max_new_tokens=160, top_k=32))
+    """Teacher decoding and recording."""
+    shard_size: int = 200
+    """Records per shard file."""
+
+    def __post_init__(self) -> None:
+        _check(self.n_prompts >= 1, "collect.n_prompts", f"must be >= 1, got {self.n_prompts}")
+        _check(self.batch_size >= 1, "collect.batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class DCDSection:
+    """DCD phase 2: the one-step student (ECHO)."""
+
+    batch_size: int = 32
+    """Trajectories per micro-batch."""
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    """Target, schedule, divergence, lambda_eos."""
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, warmup_ratio=0.05))
+    """Optimiser."""
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(max_steps=150))
+    """Trainer."""
+    freeze_vision: bool = True
+    """Freeze the vision encoder and projector, as in the paper."""
+
+
+@dataclass
+class EvalSection:
+    """Evaluation of every variant on the held-out studies."""
+
+    variants: list[str] = field(default_factory=lambda: ["ar", "base_multistep_L4", "base_multistep_L8",
+                                                         "base_onestep_L8", "echo_onestep_L8"])
+    """Rows of the comparison (names from ``examples.echo_cxr.evaluate.VARIANTS``)."""
+    tau: float = 0.85
+    """Threshold of the multi-step variants."""
+    cache: str = "fused"
+    """Cache mode of the block variants (``none``, ``block`` or ``fused``: same tokens, different speed)."""
+    batch_size: int = 50
+    """Studies decoded together."""
+    max_new_tokens: int = 160
+    """Token budget per report."""
+    semscore: bool = True
+    """Compute the MiniLM embedding similarity (loads the bundled encoder)."""
+    n_samples_in_report: int = 3
+    """Generated reports shown next to the truth in the report."""
+
+
+@dataclass
+class EchoConfig:
+    """A whole ECHO run."""
+
+    run_dir: str = "runs/demo"
+    """Everything is written under this directory."""
+    seed: int = 0
+    """Global seed."""
+    threads: int = 0
+    """torch threads (0 = torch's default)."""
+    model: BackboneConfig = field(default_factory=BackboneConfig)
+    """Backbone: tiny Qwen2.5-VL or Lingshu-7B."""
+    data: DataSection = field(default_factory=DataSection)
+    """Data."""
+    ar: ARSection = field(default_factory=ARSection)
+    """Stage 1."""
+    rad: RADSection = field(default_factory=RADSection)
+    """Stage 2."""
+    collect: CollectSection = field(default_factory=CollectSection)
+    """DCD phase 1."""
+    dcd: DCDSection = field(default_factory=DCDSection)
+    """DCD phase 2."""
+    eval: EvalSection = field(default_factory=EvalSection)
+    """Evaluation."""
+    curate_iu: bool = True
+    """Run the offline curation of the real IU-Xray reports (stage ``curate``) for the report."""
+
+    def __post_init__(self) -> None:
+        if self.collect.block_size not in self.rad.block_sizes:
+            raise ConfigError(f"collect.block_size: {self.collect.block_size} is not among rad.block_sizes "
+                              f"{self.rad.block_sizes}; the teacher must be trained first")
+
+
+def config_files(path: str | Path, stage: str | None) -> list[Path]:
+    """YAML files that make up ``stage``'s config: a file as given, or a folder's ``common.yaml``
+    followed by ``<stage>.yaml`` (each only if present)."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if not p.is_dir():
+        raise ConfigError(f"config path {str(p)!r} does not exist")
+    files = [p / "common.yaml"]
+    if stage is not None:
+        files.append(p / f"{stage}.yaml")
+    return [f for f in files if f.is_file()]
+
+
+def load_echo_config(path: str | Path | None, stage: str | None = None, overrides: list[str] | None = None,
+                     all_stages: bool = False) -> EchoConfig:
+    """Merge defaults, the YAML files of ``stage`` (of every stage with ``all_stages``) and overrides."""
+    files: list[Path] = []
+    if path is not None:
+        for s in (STAGES if all_stages else (stage,)):
+            files += [f for f in config_files(path, s) if f not in files]
+    return load_config(EchoConfig, files, overrides)

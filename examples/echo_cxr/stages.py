@@ -1,0 +1,122 @@
+"""The ECHO stages that build data and train models: data, curate, ar (stage 1), rad (stage 2).
+
+Each stage is a function ``(cfg, ws) -> dict`` returning a small summary for the manifest. They
+compose the library's parts (collator, Lightning systems, trainer builder) and the example's
+data side; none re-implements them. Training resumes from ``<stage>/train/checkpoints/last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from typing import Any
+
+import lightning as L
+
+from blockdistill.adapter import BlockDiffusionLM, atomic_save_pretrained, wrap_for_stage
+from blockdistill.config import BlockConfig, TrainerConfig
+from blockdistill.data import BlockCollator
+from blockdistill.lightning import ARSystem, BlockDataModule, RADSystem, build_trainer, resume_path
+from examples.echo_cxr.config import EchoConfig
+from examples.echo_cxr.data.tokenizer import special_token_ids
+from examples.echo_cxr.model import build_backbone, freeze_vision
+from examples.echo_cxr.workspace import Workspace
+
+
+def _trainer_cfg(t: TrainerConfig, ws: Workspace, name: str) -> TrainerConfig:
+    """The stage's trainer settings, with checkpoints under ``<run_dir>/<name>/train``."""
+    return replace(t, default_root_dir=str(ws.train_dir(name)), seed=ws.cfg.seed)
+
+
+def stage_data(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
+    """Synthetic studies on disk (train and held-out eval, en + zh) and the run's tokenizer."""
+    from examples.echo_cxr.data.dataset import write_synthetic_dataset
+    from examples.echo_cxr.data.synthetic import SyntheticConfig
+    from examples.echo_cxr.data.tokenizer import load_qwen_tokenizer, tiny_tokenizer
+
+    d = cfg.data
+    out: dict[str, Any] = {}
+    if d.source == "synthetic":
+        syn = SyntheticConfig(image_size=d.image_size)
+        write_synthetic_dataset(ws.data_dir / "train", d.n_train, seed=d.seed, config=syn)
+        write_synthetic_dataset(ws.data_dir / "eval", max(d.n_eval, d.n_eval_zh), seed=d.seed + 1, config=syn)
+        out.update(n_train=d.n_train, n_eval=d.n_eval, n_eval_zh=d.n_eval_zh)
+    if d.tokenizer is not None:
+        tok = load_qwen_tokenizer(d.tokenizer)
+    elif cfg.model.kind == "pretrained":
+        tok = load_qwen_tokenizer(cfg.model.pretrained)
+    else:
+        tok = tiny_tokenizer(ws.root / ".tokenizer_cache", vocab_size=d.tokenizer_vocab)
+    atomic_save_pretrained(None, ws.tokenizer_dir, tokenizer=tok)
+    out["vocab"] = len(tok)
+    return out
+
+
+def stage_curate(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
+    """Offline curation (stages 1-3 and 5) of the real IU-Xray reports shipped by torchxrayvision."""
+    from examples.echo_cxr.data.curate_iu import main as curate_main
+
+    out = ws.root / "curate-iu"
+    summary = curate_main(["--out", str(out), "--seed", str(cfg.seed)])
+    return {"summary": str(out / "summary.json"), "stages": len(summary.get("stages", []))}
+
+
+def _datamodule(ws: Workspace, block_size: int, eos: int, pad: int, batch_size: int) -> BlockDataModule:
+    coll = BlockCollator(block_size, eos, pad, max_length=ws.cfg.model.max_position_embeddings
+                         if ws.cfg.model.kind == "tiny" else None)
+    return BlockDataModule(ws.samples("train"), coll, batch_size=batch_size)
+
+
+def _fit(system: L.LightningModule, dm: BlockDataModule, tcfg: TrainerConfig) -> float:
+    """Train with checkpoints and a CSV log (``<train dir>/logs/metrics.csv``) that the report plots."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    t0 = time.perf_counter()
+    trainer = build_trainer(tcfg, logger=CSVLogger(tcfg.default_root_dir, name="logs", version=0))
+    trainer.fit(system, dm, ckpt_path=resume_path(tcfg))
+    return time.perf_counter() - t0
+
+
+def stage_ar(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
+    """Stage 1: AR continued pre-training -> ECHO_AR (``ar/model``)."""
+    L.seed_everything(cfg.seed)
+    tok = ws.tokenizer()
+    ids = special_token_ids(tok)
+    model = build_backbone(cfg.model, ids, len(tok), seed=cfg.seed)
+    if cfg.ar.trainer.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if cfg.ar.freeze_vision:
+        freeze_vision(model)
+    dm = _datamodule(ws, 1, ids.eos_token_id, ids.pad_token_id, cfg.ar.batch_size)
+    tcfg = _trainer_cfg(cfg.ar.trainer, ws, "ar")
+    wall = _fit(ARSystem(model.train(), cfg.ar.optim), dm, tcfg)
+    atomic_save_pretrained(model, ws.model_dir("ar"), tokenizer=tok)
+    return {"wall_s": wall, "steps": tcfg.max_steps}
+
+
+def stage_rad(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
+    """Stage 2: RAD adaptation from ECHO_AR, one ECHO_Base per block size (``rad_L{L}/model``)."""
+    from transformers import AutoModelForImageTextToText
+
+    out: dict[str, Any] = {}
+    for size in cfg.rad.block_sizes:
+        name = f"rad_L{size}"
+        if (ws.model_dir(name) / "config.json").is_file() and (ws.root / name / "DONE").is_file():
+            out[name] = "kept"
+            continue
+        L.seed_everything(cfg.seed)
+        tok = ws.tokenizer()
+        model = AutoModelForImageTextToText.from_pretrained(ws.model_dir("ar"))
+        if cfg.rad.trainer.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        if cfg.rad.freeze_vision:
+            freeze_vision(model)
+        bd: BlockDiffusionLM = wrap_for_stage(model, tok, BlockConfig(block_size=size, shift=cfg.rad.shift))
+        dm = _datamodule(ws, size, bd.spec.eos_token_id, bd.spec.pad_token_id, cfg.rad.batch_size)
+        tcfg = _trainer_cfg(cfg.rad.trainer, ws, name)
+        wall = _fit(RADSystem(bd.train(), cfg.rad.optim, cfg.rad.noise, cfg.rad.layout, seed=cfg.seed), dm, tcfg)
+        bd.save_pretrained(ws.model_dir(name), tokenizer=tok)
+        (ws.root / name / "DONE").write_text(json.dumps({"wall_s": wall}))
+        out[name] = {"wall_s": wall, "steps": tcfg.max_steps}
+    return out

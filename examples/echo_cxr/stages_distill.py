@@ -1,0 +1,98 @@
+"""The ECHO distillation stages: ``collect`` (the teacher's trajectories) and ``dcd`` (the student).
+
+``collect`` runs the library's predict-loop collector over training studies with the L=8
+ECHO_Base as teacher (multi-step, tau 0.85), writing atomic, checksummed shards; an
+interrupted run resumes without duplicating or losing studies. ``dcd`` trains ECHO, initialised
+from its teacher, on those trajectories with commit-step targets, step weights and EOS CE.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from blockdistill.adapter import BlockDiffusionLM
+from blockdistill.distill.batch import collate_records
+from blockdistill.distill.dataset import TrajectoryDataset
+from blockdistill.distill.filters import RepetitionFilter, UnfinishedFilter, combine_filters
+from blockdistill.distill.schedules import schedule_from_name
+from blockdistill.distill.targets import target_builder
+from blockdistill.lightning.collect import CollectSystem, PromptDataModule, TrajectoryWriter
+from blockdistill.lightning.dcd import DCDSystem
+from blockdistill.losses.distill import forward_kl, generalized_jsd, reverse_kl
+from blockdistill.sampling.policies import ConfidenceThreshold
+from examples.echo_cxr.config import EchoConfig
+from examples.echo_cxr.model import freeze_vision
+from examples.echo_cxr.stages import _fit, _trainer_cfg
+from examples.echo_cxr.workspace import Workspace
+
+
+def _teacher(ws: Workspace, block_size: int) -> BlockDiffusionLM:
+    path = ws.model_dir(f"rad_L{block_size}")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} does not exist; run the 'rad' stage with block size {block_size} first")
+    return BlockDiffusionLM.from_pretrained(path).eval()
+
+
+def _divergence(name: str, beta: float):
+    if name == "jsd":
+        return partial(generalized_jsd, beta=beta)
+    return {"forward_kl": forward_kl, "reverse_kl": reverse_kl}[name]
+
+
+def stage_collect(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
+    """DCD phase 1: decode the DCD subset with the multi-step teacher, record trajectories."""
+    c = cfg.collect
+    teacher = _teacher(ws, c.block_size)
+    samples = ws.samples("dcd")
+    prompts = [{"id": s["study_id"] + ("#zh" if s["language"] == "zh" else ""), "prompt_ids": s["prompt_ids"],
+                "pixel_values": s["pixel_values"], "image_grid_thw": s["image_grid_thw"]} for s in samples]
+    d = c.decode
+    filters = []
+    if d.repetition_ngram > 0:
+        filters.append(RepetitionFilter(max_ngram=d.repetition_ngram, repeats=d.repetition_repeats))
+    if d.drop_unfinished:
+        filters.append(UnfinishedFilter())
+    out_dir = ws.traj_dir(c.block_size)
+    dm = PromptDataModule(prompts, pad_token_id=teacher.spec.pad_token_id, batch_size=c.batch_size,
+                          skip_done_in=out_dir)
+    system = CollectSystem(teacher, policy=ConfidenceThreshold(d.tau), top_k=d.top_k,
+                           max_new_tokens=d.max_new_tokens, cache=d.cache, record_first_step=d.record_first_step)
+    writer = TrajectoryWriter(out_dir, shard_size=c.shard_size, filter=combine_filters(filters) if filters else None,
+                              meta={"teacher": str(ws.model_dir(f"rad_L{c.block_size}")), "tau": d.tau})
+    trainer = L.Trainer(accelerator=cfg.dcd.trainer.accelerator, devices=1, callbacks=[writer], logger=False,
+                        enable_model_summary=False)
+    trainer.predict(system, dm, return_predictions=False)
+    summary = writer.summary or {}
+    return {"examples": summary.get("num_examples"), "dropped": summary.get("num_dropped"),
+            "skipped_as_done": dm.num_skipped}
+
+
+def stage_dcd(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
+    """DCD phase 2: the one-step student (ECHO) from the teacher's weights, on its trajectories."""
+    c, dist = cfg.dcd, cfg.dcd.distill
+    size = cfg.collect.block_size
+    L.seed_everything(cfg.seed)
+    teacher = _teacher(ws, size)
+    if c.freeze_vision:
+        freeze_vision(teacher.model)
+    system = DCDSystem.from_teacher(
+        teacher, c.optim, online=False, target=target_builder(dist.target),
+        schedule=schedule_from_name(dist.schedule, dist.power),
+        divergence=_divergence(dist.divergence, dist.jsd_beta), lambda_eos=dist.lambda_eos)
+    if c.freeze_vision:
+        freeze_vision(system.student.model)
+    data = TrajectoryDataset(ws.traj_dir(size))
+    if len(data) == 0:
+        raise RuntimeError(f"{ws.traj_dir(size)} holds no trajectories (all dropped as degenerate?); see its "
+                           "manifest.json, and train the teacher longer or relax collect.decode.repetition_*")
+    loader = DataLoader(data, batch_size=c.batch_size, shuffle=True, drop_last=len(data) >= c.batch_size,
+                        collate_fn=partial(collate_records, pad_token_id=teacher.spec.pad_token_id))
+    name = f"dcd_L{size}"
+    tcfg = _trainer_cfg(c.trainer, ws, name)
+    wall = _fit(system, loader, tcfg)
+    system.student.save_pretrained(ws.model_dir(name), tokenizer=ws.tokenizer(f"rad_L{size}"))
+    return {"wall_s": wall, "steps": tcfg.max_steps, "trajectories": len(data)}

@@ -1,0 +1,85 @@
+"""The ECHO evaluation and report stages.
+
+``eval`` decodes the held-out studies with every variant (AR, Base multi-step at L=4 and 8,
+Base forced one-step, ECHO one-step), scores them, and writes ``results.json`` in the demo's
+schema with the machine, per-finding F1 and sample reports. ``report`` turns it into
+``report.md`` with plots.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import torch
+
+from blockdistill.evaluation import write_json
+from blockdistill.machine import machine_info
+from examples.echo_cxr.config import EchoConfig
+from examples.echo_cxr.evaluate import ClinicalScorer, echo_variants, load_model, run_echo_eval
+from examples.echo_cxr.labeler import SYNTHETIC_FINDINGS
+from examples.echo_cxr.workspace import Workspace
+
+_NEEDS = {"ar": "ar", "base_L4": "rad_L4", "base_L8": "rad_L8", "echo_L8": "dcd_L8"}
+
+
+def _models(ws: Workspace, variants: list[str]):
+    from examples.echo_cxr.evaluate import _RECIPES
+
+    keys = {_RECIPES[v][0] for v in variants}
+    tok = ws.tokenizer("rad_L8") if (ws.model_dir("rad_L8") / "tokenizer_config.json").is_file() else ws.tokenizer()
+    return {k: load_model(ws.model_dir(_NEEDS[k]), tok) for k in sorted(keys)}, tok
+
+
+def full_block_tpf(model, samples, n: int = 4, max_new_tokens: int = 64) -> float:
+    """Tokens per forward of one-step fused decoding with forced length (every block full)."""
+    from blockdistill.evaluation import SamplerConfig
+
+    batch = [samples[i] for i in range(min(n, len(samples)))]
+    lens = torch.tensor([len(s["prompt_ids"]) for s in batch])
+    ids = torch.zeros(len(batch), int(lens.max()), dtype=torch.long)
+    for b, s in enumerate(batch):
+        ids[b, : lens[b]] = s["prompt_ids"]
+    from blockdistill.data import BlockCollator
+
+    vision = BlockCollator(1, 0)([{**s, "response_ids": [0]} for s in batch]).vision
+    cfg = SamplerConfig("block", "one_step", {}, "fused", max_new_tokens - max_new_tokens % model.block_size, False)
+    return cfg.generate(model, ids, lens, vision).stats.tpf
+
+
+def stage_eval(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
+    e = cfg.eval
+    t0 = time.perf_counter()
+    models, tok = _models(ws, e.variants)
+    variants = echo_variants(models, include=e.variants, tau=e.tau, cache=e.cache, max_new_tokens=e.max_new_tokens)
+    data = ws.samples("eval")
+    clinical = ClinicalScorer(findings=SYNTHETIC_FINDINGS, observed_only=False) \
+        if cfg.data.source == "synthetic" else ClinicalScorer()
+    results = run_echo_eval(variants, data, tok, out_dir=ws.root / "eval", semscore=e.semscore, clinical=clinical,
+                            batch_size=e.batch_size, samples=e.n_samples_in_report, warmup=1)
+    manifest = json.loads((ws.root / "manifest.json").read_text()) if (ws.root / "manifest.json").is_file() else {}
+    wall = sum(v.get("wall_s", 0.0) for k, v in manifest.items() if k != "eval") + time.perf_counter() - t0
+    out = {"machine": machine_info(), "wall_s": wall, "rows": results["rows"],
+           "per_finding": {v: langs.get("en", {}) for v, langs in results["per_finding"].items()},
+           "samples": results["samples"], "variants": results["variants"], "by_source": results["by_source"]}
+    if "echo_L8" in models:
+        out["echo_full_block_tpf"] = full_block_tpf(models["echo_L8"], data)
+    write_json(ws.root / "results.json", out)
+    return {"rows": len(out["rows"]), "eval_s": time.perf_counter() - t0}
+
+
+def stage_report(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
+    from examples.echo_cxr.report import read_loss_curve, write_report
+
+    curves = {}
+    for name in ["ar", *(f"rad_L{s}" for s in cfg.rad.block_sizes), f"dcd_L{cfg.collect.block_size}"]:
+        f = ws.train_dir(name) / "logs" / "version_0" / "metrics.csv"
+        if f.is_file():
+            curves[name] = read_loss_curve(f)
+    cur = ws.root / "curate-iu" / "summary.json"
+    curation = json.loads(cur.read_text()) if cur.is_file() else None
+    manifest = json.loads((ws.root / "manifest.json").read_text()) if (ws.root / "manifest.json").is_file() else None
+    path = write_report(ws.root / "results.json", ws.root, curves, curation, manifest)
+    print(f"report: {path}")
+    return {"report": str(path)}

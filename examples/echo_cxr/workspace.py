@@ -1,0 +1,116 @@
+"""Where an ECHO run keeps things, and the shared loaders every stage uses.
+
+Layout under ``run_dir``::
+
+    data/train/records.jsonl, data/eval/records.jsonl   synthetic studies (PNG + CXRRecord JSONL)
+    tokenizer/                                          the run's tokenizer
+    ar/model, rad_L{L}/model, dcd_L{L}/model            save_pretrained checkpoints (+ tokenizer)
+    <stage>/train/checkpoints/last.ckpt                 Lightning checkpoints (resume)
+    traj_L{L}/                                          DCD trajectory shards + manifest
+    eval/, results.json, report.md, plots/              evaluation and the report
+    manifest.json                                       which stages finished, with what config
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from examples.echo_cxr.config import EchoConfig
+from examples.echo_cxr.data.dataset import read_records
+from examples.echo_cxr.data.processor import CXRProcessor, VisionSettings
+from examples.echo_cxr.data.records import CXRRecord
+
+
+class CachedSamples(Dataset):
+    """Processor samples of a list of records, processed once (images decoded once, not per epoch)."""
+
+    def __init__(self, records: list[CXRRecord], processor: CXRProcessor, image_root: str | None = None,
+                 desc: str = "processing") -> None:
+        from tqdm.auto import tqdm
+
+        self.records = records
+        self.samples = [processor.from_record(r, image_root) for r in tqdm(records, desc=desc, leave=False)]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.samples[i]
+
+
+class Workspace:
+    """Paths and cached loaders of one run."""
+
+    def __init__(self, cfg: EchoConfig) -> None:
+        self.cfg = cfg
+        self.root = Path(cfg.run_dir)
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.root / "tokenizer"
+
+    def model_dir(self, name: str) -> Path:
+        """``ar``, ``rad_L8``, ``dcd_L8``, ... -> the saved model directory."""
+        return self.root / name / "model"
+
+    def train_dir(self, name: str) -> Path:
+        return self.root / name / "train"
+
+    def traj_dir(self, block_size: int) -> Path:
+        return self.root / f"traj_L{block_size}"
+
+    # ------------------------------------------------------------------ tokenizer / processor
+    def tokenizer(self, model: str | None = None):
+        """A fresh tokenizer: the run's (no ``[MASK]``), or the one saved with model ``model``."""
+        from transformers import AutoTokenizer
+
+        path = self.tokenizer_dir if model is None else self.model_dir(model)
+        if not (path / "tokenizer_config.json").is_file():
+            raise FileNotFoundError(f"{path} has no tokenizer; run the stage that writes it first")
+        return AutoTokenizer.from_pretrained(path)
+
+    @functools.cached_property
+    def processor(self) -> CXRProcessor:
+        m = self.cfg.model
+        if m.kind == "tiny":
+            vision = VisionSettings.tiny(self.cfg.data.image_size, m.patch_size)
+        else:
+            from transformers import AutoConfig
+
+            vision = VisionSettings.from_vision_config(AutoConfig.from_pretrained(m.pretrained).vision_config)
+        return CXRProcessor(self.tokenizer(), vision)
+
+    # ------------------------------------------------------------------ records and samples
+    def records(self, split: str) -> list[CXRRecord]:
+        """``train`` (language mix per ``data.zh_fraction``), ``eval`` (en + zh), or ``dcd``."""
+        d = self.cfg.data
+        if d.source == "records":
+            path = {"train": d.train_records, "eval": d.eval_records, "dcd": d.dcd_records or d.train_records}[split]
+            return read_records(path)
+        if split == "dcd":
+            return self.records("train")[: self.cfg.collect.n_prompts]
+        recs = read_records(self.data_dir / split / "records.jsonl")
+        if split == "eval":
+            en = [r for r in recs if r.language == "en"][: d.n_eval]
+            zh = [r for r in recs if r.language == "zh"][: d.n_eval_zh]
+            return en + zh
+        # one language per training study: a seeded random zh_fraction of studies are Chinese
+        by_study: dict[str, dict[str, CXRRecord]] = {}
+        for r in recs:
+            by_study.setdefault(r.study_id, {})[r.language] = r
+        rng = random.Random(d.seed)
+        return [langs["zh" if rng.random() < d.zh_fraction else "en"] for _, langs in sorted(by_study.items())]
+
+    @functools.lru_cache(maxsize=4)  # noqa: B019 - one Workspace per run; caching the processed splits is the point
+    def samples(self, split: str) -> CachedSamples:
+        return CachedSamples(self.records(split), self.processor, self.cfg.data.image_root, desc=f"{split} samples")
