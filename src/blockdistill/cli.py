@@ -15,7 +15,7 @@ from pathlib import Path
 from blockdistill.config import ARTrainConfig, ConfigError, RADTrainConfig, load_config, to_yaml
 
 COMMANDS: dict[str, tuple[type, Callable, str]] = {}
-PLUGIN_MODULES: tuple[str, ...] = ()
+PLUGIN_MODULES: tuple[str, ...] = ("blockdistill.cli_dcd",)
 """Modules imported at start-up that register more sub-commands (e.g. distillation)."""
 
 
@@ -140,4 +140,6 @@ def _load_plugins() -> None:
 
 
 if __name__ == "__main__":
+    # Plugins import ``blockdistill.cli`` to register commands: make that this very module.
+    sys.modules.setdefault("blockdistill.cli", sys.modules[__name__])
     raise SystemExit(main())
