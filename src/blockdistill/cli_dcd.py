@@ -17,7 +17,12 @@ from pathlib import Path
 
 from blockdistill.cli import _save_config, _tokenizer_for, command
 from blockdistill.config import ConfigError
-from blockdistill.distill.config import CollectConfig, DCDTrainConfig, DistillConfig, TeacherDecodeConfig
+from blockdistill.distill.config import (
+    CollectConfig,
+    DCDTrainConfig,
+    DistillConfig,
+    TeacherDecodeConfig,
+)
 
 __all__ = ["collect", "train_dcd"]
 

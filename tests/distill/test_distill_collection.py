@@ -25,7 +25,6 @@ from blockdistill.distill import (
     TrajectoryDataset,
     collate_prompts,
     collate_records,
-    finalize_manifest,
     load_records,
 )
 from blockdistill.distill.filters import find_repetition

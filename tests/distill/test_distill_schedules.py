@@ -11,7 +11,13 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blockdistill.distill.schedules import power, proportional, schedule_from_name, step_weights, uniform
+from blockdistill.distill.schedules import (
+    power,
+    proportional,
+    schedule_from_name,
+    step_weights,
+    uniform,
+)
 
 
 @st.composite

@@ -17,7 +17,13 @@ import torch
 
 from blockdistill import BlockDiffusionLM
 from blockdistill.config import OptimConfig
-from blockdistill.distill import CommitStepTarget, FirstStepTarget, TrajectoryCollector, collate_prompts, collate_records
+from blockdistill.distill import (
+    CommitStepTarget,
+    FirstStepTarget,
+    TrajectoryCollector,
+    collate_prompts,
+    collate_records,
+)
 from blockdistill.lightning.dcd import DCDSystem
 from blockdistill.sampling.block import block_generate
 from blockdistill.sampling.hf import HFDenoiser

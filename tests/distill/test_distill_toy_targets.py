@@ -14,9 +14,20 @@ import torch
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis.errors import NoSuchExample
 
-from blockdistill.distill import CommitStepTarget, FirstStepTarget, HardTokenTarget, TrajectoryCollector
+from blockdistill.distill import (
+    CommitStepTarget,
+    FirstStepTarget,
+    HardTokenTarget,
+    TrajectoryCollector,
+)
 from blockdistill.sampling.policies import ConfidenceThreshold, FixedCount
-from blockdistill.testing.strategies import ToyVocab, multimodal_joints, strict_trap_joints, swap_joints, toy_joints
+from blockdistill.testing.strategies import (
+    ToyVocab,
+    multimodal_joints,
+    strict_trap_joints,
+    swap_joints,
+    toy_joints,
+)
 from blockdistill.testing.toy import ToyJoint
 
 ONE_PER_STEP = [FixedCount(1), ConfidenceThreshold(tau=1.0)]
@@ -67,11 +78,36 @@ def test_chain_rule_holds_with_topk_rows(toy: ToyJoint) -> None:
                             rel_tol=1e-5, abs_tol=1e-12)
 
 
+def float_ambiguous(toy: ToyJoint, prefix: tuple, tau: float = 0.85) -> bool:
+    """The reference decode of ``prefix`` meets an exact tie between *positions'* confidences
+    (or a confidence at tau): float32 rounding in the sampler may break it either way."""
+    mask = toy.spec.mask_token_id
+    vis = [mask] * toy.continuation_length(len(prefix))
+    while mask in vis:
+        probs = toy.marginals(prefix, vis)
+        probs[:, mask] = 0.0
+        top, arg = probs.max(-1)
+        open_ = [j for j in range(len(vis)) if vis[j] == mask]
+        if any(abs(float(top[j]) - tau) < 1e-6 for j in open_):
+            return True
+        commit = [j for j in open_ if float(top[j]) > tau]
+        if not commit:
+            best = max(float(top[j]) for j in open_)
+            commit = [j for j in open_ if abs(float(top[j]) - best) < 1e-9]
+            if len(commit) > 1:
+                return True
+        for j in commit:
+            vis[j] = int(arg[j])
+    return False
+
+
 @given(toy=toy_joints(second_block=True, block_size=3))
 def test_threshold_teacher_matches_reference_and_steps_are_consistent(toy: ToyJoint) -> None:
     """The recorded commit steps and tokens are those of the reference threshold decoder."""
     for rec in collect(toy, ConfidenceThreshold(0.85)):
         for prefix, sl in blocks_of(rec):
+            if float_ambiguous(toy, prefix):
+                break  # later blocks depend on how the tie was broken
             block, steps = toy.greedy_block(prefix)
             assert tuple(rec.tokens[sl].tolist()) == block
             assert rec.commit_step[sl].tolist() == steps

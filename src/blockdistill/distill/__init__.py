@@ -6,14 +6,36 @@ Plain ``torch``; the Lightning systems live in :mod:`blockdistill.lightning.dcd`
 """
 
 from blockdistill.distill.batch import DistillBatch, collate_records
-from blockdistill.distill.collectors import OnlineCollector, TrajectoryCollector, as_denoiser, record_from_trace
-from blockdistill.distill.config import CollectConfig, DCDTrainConfig, DistillConfig, TeacherDecodeConfig
+from blockdistill.distill.collectors import (
+    OnlineCollector,
+    TrajectoryCollector,
+    as_denoiser,
+    record_from_trace,
+)
+from blockdistill.distill.config import (
+    CollectConfig,
+    DCDTrainConfig,
+    DistillConfig,
+    TeacherDecodeConfig,
+)
 from blockdistill.distill.dataset import TrajectoryDataset, verify_collection
 from blockdistill.distill.dists import TokenDists
-from blockdistill.distill.filters import RepetitionFilter, TrajectoryFilter, UnfinishedFilter, combine_filters
+from blockdistill.distill.filters import (
+    RepetitionFilter,
+    TrajectoryFilter,
+    UnfinishedFilter,
+    combine_filters,
+)
 from blockdistill.distill.prompts import PromptBatch, collate_prompts, read_prompts
 from blockdistill.distill.records import TrajectoryRecord, load_records, save_records
-from blockdistill.distill.schedules import Schedule, power, proportional, schedule_from_name, step_weights, uniform
+from blockdistill.distill.schedules import (
+    Schedule,
+    power,
+    proportional,
+    schedule_from_name,
+    step_weights,
+    uniform,
+)
 from blockdistill.distill.targets import (
     CommitStepTarget,
     FirstStepTarget,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Protocol, Union, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +54,7 @@ class TopKTarget(Protocol):
     """Float ``(*S,)``: teacher mass outside the k ids (``1 - values.sum(-1)``)."""
 
 
-Target = Union[Tensor, TopKTarget]
+Target = Tensor | TopKTarget
 """Full rows ``(*S, V)`` of probabilities, or a :class:`TopKTarget` over leading shape ``S``."""
 
 

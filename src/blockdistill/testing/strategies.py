@@ -21,26 +21,11 @@ from collections.abc import Sequence
 
 from hypothesis import strategies as st
 
-from blockdistill.testing.toy import ToyJoint
+from blockdistill.testing.toy import ToyJoint, ToyVocab
 
 __all__ = ["ToyVocab", "block_joints", "multimodal_joints", "strict_trap_joints", "swap_joints", "toy_joints"]
 
 Block = tuple[int, ...]
-
-
-class ToyVocab:
-    """Id layout of a toy vocabulary: content tokens, prompt tokens, then EOS and MASK."""
-
-    def __init__(self, num_content: int = 4, num_prompt: int = 6) -> None:
-        self.content = list(range(num_content))
-        self.prompt = list(range(num_content, num_content + num_prompt))
-        self.eos = num_content + num_prompt
-        self.mask = self.eos + 1
-        self.size = self.mask + 1
-
-    def toy(self, table: dict, block_size: int) -> ToyJoint:
-        return ToyJoint(table, block_size=block_size, vocab_size=self.size, eos_token_id=self.eos,
-                        mask_token_id=self.mask)
 
 
 def _normalise(blocks: Sequence[Block], weights: Sequence[int]) -> dict[Block, float]:

@@ -23,16 +23,17 @@ Example::
 from __future__ import annotations
 
 import itertools
-from fractions import Fraction
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
+
 import torch
 from torch import Tensor
 
 from blockdistill.adapter import BlockSpec
 from blockdistill.families import VisionInputs
 
-__all__ = ["NEG_LOGIT", "ToyJoint", "ToyState"]
+__all__ = ["NEG_LOGIT", "ToyJoint", "ToyState", "ToyVocab"]
 
 NEG_LOGIT = -1e9
 """Logit of impossible tokens: ``exp`` underflows to exactly 0 and ``0 * NEG_LOGIT`` stays finite."""
@@ -270,3 +271,19 @@ class ToyJoint:
 
     def __repr__(self) -> str:
         return f"ToyJoint({len(self.table)} prefixes, L={self.spec.block_size}, V={self.vocab_size})"
+
+
+class ToyVocab:
+    """Id layout of a toy vocabulary: content tokens, prompt tokens, then EOS and MASK."""
+
+    def __init__(self, num_content: int = 4, num_prompt: int = 6) -> None:
+        self.content = list(range(num_content))
+        self.prompt = list(range(num_content, num_content + num_prompt))
+        self.eos = num_content + num_prompt
+        self.mask = self.eos + 1
+        self.size = self.mask + 1
+
+    def toy(self, table: dict, block_size: int) -> ToyJoint:
+        """A :class:`ToyJoint` over this vocabulary."""
+        return ToyJoint(table, block_size=block_size, vocab_size=self.size, eos_token_id=self.eos,
+                        mask_token_id=self.mask)
