@@ -77,7 +77,7 @@ def ar_generate(model: BlockDiffusionLM, prompt_ids: Tensor, prompt_lens: Tensor
     nfe, row_forwards = 1, 0
     for t in range(m):
         logits[:, spec.mask_token_id] = float("-inf")
-        tok = logits.argmax(-1)
+        tok = logits.max(-1).indices  # first maximum on ties, like argmax (and faster on CPU)
         out[:, t] = tok
         done = torch.full_like(tok, t + 1 >= m, dtype=torch.bool)
         if stop_at_eos:
