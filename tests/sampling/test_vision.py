@@ -44,7 +44,7 @@ def test_vision_caches_agree_with_brute_force(L, shift, before, after):
         assert len(set(ref)) >= 3
 
 
-@pytest.mark.parametrize("cache", ["block", "fused"])
+@pytest.mark.parametrize("cache", ["none", "block", "fused"])
 def test_vision_batched_equals_alone(cache):
     """Two rows, one image each, different prompt lengths (different M-RoPE deltas)."""
     bd = vl_bd()
@@ -69,3 +69,16 @@ def test_image_changes_the_output():
     a = as_lists(block_generate(den, ids, plen, images(bd, 1, seed=0), max_new_tokens=8, stop_at_eos=False))
     b = as_lists(block_generate(den, ids, plen, images(bd, 1, seed=5), max_new_tokens=8, stop_at_eos=False))
     assert a != b
+
+
+def test_vision_tau_zero_is_one_step_and_fused_costs_one_forward_per_block():
+    bd = vl_bd()
+    prompt = image_prompt(bd, 2, 2)  # 10 tokens: s = 8, two prompt tokens in the first block
+    ids, plen = torch.tensor([prompt]), torch.tensor([len(prompt)])
+    vis = images(bd, 1)
+    den = denoiser(bd, 4, True)
+    kw = dict(cache="fused", max_new_tokens=10, stop_at_eos=False)
+    one = block_generate(den, ids, plen, vis, policy=OneStep(), **kw)
+    zero = block_generate(den, ids, plen, vis, policy=ConfidenceThreshold(0.0), **kw)
+    assert as_lists(one) == as_lists(zero)
+    assert (one.stats.nfe, one.stats.nfe_decode) == (4, 3)  # prefill + blocks [8,12), [12,16), [16,20)
