@@ -147,3 +147,36 @@ def test_config_loads_with_overrides(tmp_path) -> None:
 
     with pytest.raises(ConfigError, match="decode.record_first_step"):
         load_config(DCDTrainConfig, path, ["distill.target=first_step"])
+
+
+def test_training_resumes_from_a_checkpoint_without_teacher_weights(tmp_path) -> None:
+    teacher = make_teacher()
+    dm = PromptDataModule(prompts(), pad_token_id=teacher.spec.pad_token_id, batch_size=3)
+
+    def fit(steps, ckpt=None):
+        system = DCDSystem.from_teacher(teacher, OptimConfig(lr=1e-3), online=True, collect={"max_new_tokens": 8})
+        trainer = build_trainer(TrainerConfig(max_steps=steps, accelerator="cpu", default_root_dir=str(tmp_path),
+                                              enable_progress_bar=False, save_every_n_steps=1))
+        trainer.fit(system, dm, ckpt_path=ckpt)
+        return trainer
+
+    fit(1)
+    trainer = fit(2, str(tmp_path / "checkpoints" / "last.ckpt"))
+    assert trainer.global_step == 2
+
+
+def test_online_degenerate_rows_stay_in_the_batch_but_not_in_the_loss() -> None:
+    from blockdistill.distill import RepetitionFilter
+    from blockdistill.testing import ToyVocab
+
+    v = ToyVocab()
+    a, b = v.content[:2]
+    loop, fine = (v.prompt[0], v.prompt[1]), (v.prompt[2], v.prompt[3])
+    toy = v.toy({loop: {(a, a): 1.0}, loop + (a, a): {(a, a): 1.0}, fine: {(a, b): 1.0},
+                 fine + (a, b): {(v.eos, v.eos): 1.0}}, block_size=2)
+    collector = OnlineCollector(toy, filter=RepetitionFilter(max_ngram=1, repeats=3), max_new_tokens=6)
+    batch = collector(collate_prompts([{"id": "loop", "prompt_ids": list(loop)},
+                                       {"id": "fine", "prompt_ids": list(fine)}], v.eos))
+    assert batch.dropped.tolist() == [True, False] and batch.meta == {"dropped": 1}
+    assert not batch.kl_mask[0].any() and not batch.eos_mask[0].any()
+    assert batch.kl_mask[1].any()
