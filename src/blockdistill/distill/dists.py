@@ -140,10 +140,11 @@ class TokenDists:
         return self._map(move)
 
     def tensors(self, prefix: str) -> dict[str, Tensor]:
-        """Named tensors for serialisation (``prefix.probs`` or ``prefix.indices`` ...)."""
+        """Named tensors for serialisation (``prefix.probs`` or ``prefix.indices`` ...); ids are
+        stored as int32 (half the bytes; :meth:`from_tensors` restores long)."""
         if self.probs is not None:
             return {f"{prefix}.probs": self.probs}
-        return {f"{prefix}.indices": self.indices, f"{prefix}.values": self.values,
+        return {f"{prefix}.indices": self.indices.to(torch.int32), f"{prefix}.values": self.values,
                 f"{prefix}.leftover": self.leftover}
 
     @classmethod
