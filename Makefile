@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test test-slow lint demo clean
+.PHONY: install test test-slow lint demo curate-iu bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,8 +30,20 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples benchmarks
 
+# The tiny ECHO pipeline end to end on CPU, offline: data, curation of the real IU-Xray reports,
+# AR, RAD (L=4, 8), trajectory collection, DCD, evaluation and runs/demo/report.md.
 demo: $(STAMP)
-	@echo "make demo: the end-to-end ECHO example has not landed yet (see README, issue 7)." && exit 1
+	PYTHONPATH=src:. $(BIN)/python -m examples.echo_cxr all --config examples/echo_cxr/configs/tiny $(ARGS)
+
+# Offline curation (stages 1-3 and 5) of the 3,955 real IU-Xray reports -> runs/curate-iu/summary.json
+curate-iu: $(STAMP)
+	PYTHONPATH=src:. $(BIN)/python -m examples.echo_cxr.data.curate_iu --out runs/curate-iu
+
+bench: $(STAMP)
+	PYTHONPATH=src $(BIN)/python benchmarks/run_all.py
+
+bench-quick: $(STAMP)
+	PYTHONPATH=src $(BIN)/python benchmarks/run_all.py --quick
 
 clean:
 	rm -rf $(VENV) runs .cache .pytest_cache .hypothesis

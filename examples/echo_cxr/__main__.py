@@ -22,13 +22,14 @@ DEFAULT_CONFIG = "examples/echo_cxr/configs/tiny"
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m examples.echo_cxr", description=__doc__.splitlines()[0])
     ap.add_argument("stage", choices=(*STAGES, "all"), help="stage to run, or all of them in order")
-    ap.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="config folder or YAML file")
+    ap.add_argument("--config", "-c", action="append", default=None,
+                    help="config folder or YAML file; repeat to layer more (e.g. a size folder, then rad_L8.yaml)")
     ap.add_argument("--force", action="store_true", help="rerun stages even if the manifest says they are done")
     ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. ar.trainer.max_steps=100")
     args = ap.parse_args(argv)
     try:
         # every stage file is read, so a stage run alone sees the same config as inside `all`
-        cfg = load_echo_config(args.config, overrides=args.overrides, all_stages=True)
+        cfg = load_echo_config(args.config or [DEFAULT_CONFIG], overrides=args.overrides, all_stages=True)
     except ConfigError as e:
         print(f"echo_cxr: invalid config: {e}", file=sys.stderr)
         return 2

@@ -215,11 +215,13 @@ def config_files(path: str | Path, stage: str | None) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def load_echo_config(path: str | Path | None, stage: str | None = None, overrides: list[str] | None = None,
-                     all_stages: bool = False) -> EchoConfig:
-    """Merge defaults, the YAML files of ``stage`` (of every stage with ``all_stages``) and overrides."""
+def load_echo_config(paths: str | Path | list[str | Path] | None, stage: str | None = None,
+                     overrides: list[str] | None = None, all_stages: bool = False) -> EchoConfig:
+    """Merge defaults, the YAML files of ``stage`` (of every stage with ``all_stages``) from each of
+    ``paths`` in order (folders or files), and ``key=value`` overrides."""
+    paths = [] if paths is None else [paths] if isinstance(paths, (str, Path)) else list(paths)
     files: list[Path] = []
-    if path is not None:
+    for path in paths:
         for s in (STAGES if all_stages else (stage,)):
             files += [f for f in config_files(path, s) if f not in files]
     return load_config(EchoConfig, files, overrides)

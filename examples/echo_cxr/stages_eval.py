@@ -32,8 +32,13 @@ def _models(ws: Workspace, variants: list[str]):
     return {k: load_model(ws.model_dir(_NEEDS[k]), tok) for k in sorted(keys)}, tok
 
 
-def full_block_tpf(model, samples, n: int = 4, max_new_tokens: int = 64) -> float:
-    """Tokens per forward of one-step fused decoding with forced length (every block full)."""
+def full_block_tpf(model, samples, n: int = 4, blocks: int = 4) -> float:
+    """Tokens per forward of one-step fused decoding on full blocks.
+
+    Two forced-length runs that differ by ``blocks`` whole blocks; the extra tokens over the
+    extra forwards is the TPF of full blocks (the first block may hold the prompt's tail).
+    """
+    from blockdistill.data import BlockCollator
     from blockdistill.evaluation import SamplerConfig
 
     batch = [samples[i] for i in range(min(n, len(samples)))]
@@ -41,11 +46,11 @@ def full_block_tpf(model, samples, n: int = 4, max_new_tokens: int = 64) -> floa
     ids = torch.zeros(len(batch), int(lens.max()), dtype=torch.long)
     for b, s in enumerate(batch):
         ids[b, : lens[b]] = s["prompt_ids"]
-    from blockdistill.data import BlockCollator
-
     vision = BlockCollator(1, 0)([{**s, "response_ids": [0]} for s in batch]).vision
-    cfg = SamplerConfig("block", "one_step", {}, "fused", max_new_tokens - max_new_tokens % model.block_size, False)
-    return cfg.generate(model, ids, lens, vision).stats.tpf
+    size = model.block_size
+    stats = [SamplerConfig("block", "one_step", {}, "fused", k * size, False).generate(model, ids, lens, vision).stats
+             for k in (blocks, 2 * blocks)]
+    return (stats[1].generated_tokens - stats[0].generated_tokens) / (stats[1].row_forwards - stats[0].row_forwards)
 
 
 def stage_eval(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:

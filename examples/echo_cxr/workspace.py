@@ -72,12 +72,12 @@ class Workspace:
     # ------------------------------------------------------------------ tokenizer / processor
     def tokenizer(self, model: str | None = None):
         """A fresh tokenizer: the run's (no ``[MASK]``), or the one saved with model ``model``."""
-        from transformers import AutoTokenizer
+        from blockdistill.backbones import load_tokenizer
 
         path = self.tokenizer_dir if model is None else self.model_dir(model)
         if not (path / "tokenizer_config.json").is_file():
             raise FileNotFoundError(f"{path} has no tokenizer; run the stage that writes it first")
-        return AutoTokenizer.from_pretrained(path)
+        return load_tokenizer(path)
 
     @functools.cached_property
     def processor(self) -> CXRProcessor:

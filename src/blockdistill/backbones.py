@@ -47,9 +47,23 @@ def load_backbone(cfg: ModelConfig, seed: int = 0) -> nn.Module:
 
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
-    """A tokenizer from a local directory (``save_pretrained`` layout)."""
-    from transformers import AutoTokenizer
+    """A tokenizer from a local directory (``save_pretrained`` layout).
 
-    if not Path(path).exists():
+    A tokenizer saved from a plain ``tokenizer.json`` (class ``TokenizersBackend`` or
+    ``PreTrainedTokenizerFast``) is reloaded exactly as saved. ``AutoTokenizer`` would otherwise
+    pick the class of the ``config.json`` beside it (e.g. ``Qwen2Tokenizer``) and rebuild the
+    vocabulary with that class's model, which silently breaks a word-level or custom tokenizer.
+    """
+    import json
+
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    path = Path(path)
+    if not path.exists():
         raise FileNotFoundError(f"tokenizer path {str(path)!r} does not exist")
+    cfg_file = path / "tokenizer_config.json"
+    if cfg_file.is_file() and (path / "tokenizer.json").is_file():
+        cls = json.loads(cfg_file.read_text()).get("tokenizer_class")
+        if cls in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+            return PreTrainedTokenizerFast.from_pretrained(path)
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
