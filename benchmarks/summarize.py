@@ -1,0 +1,254 @@
+"""Turn benchmark results (``benchmarks/results/*.json``, written by ``run_all.py``) into markdown
+and a plot: the per-run summary next to each result, and the benchmarks page of the docs.
+
+    python benchmarks/summarize.py [--results benchmarks/results] [--out docs/_generated/benchmarks.md]
+    python benchmarks/summarize.py --run benchmarks/results/<date>-<machine>.json   # one run, to stdout
+
+A combined result is ``{"created", "quick", "machine", "scripts": {name: <that script's JSON>},
+"failures": {name: {"returncode", "tail"}}}``; each script's JSON is ``{"machine", "rows", ...}``.
+Nothing here invents a number: a table shows what a file holds, and a run that is missing says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+NO_GPU = ("**No GPU numbers yet: no GPU machine was available.** Every number on this page was "
+          "measured on a CPU; GPU rows (bfloat16, FSDP-scale shapes, xformers) appear here once "
+          "`make bench` runs on a GPU machine.")
+
+# Columns shown per script (any other script: every scalar column of its rows).
+COLUMNS: dict[str, list[str]] = {
+    "decode": ["model", "L", "batch", "method", "tokens_per_s", "tokens_per_s_decode", "tpf", "nfe",
+               "vs_ar", "fused_vs_unfused"],
+    "decode.limits": ["model", "L", "fused_vs_ar", "fused_vs_ar_limit", "fraction_of_ar_limit",
+                      "fused_vs_unfused", "fused_vs_unfused_limit_exact", "fraction_of_unfused_limit_exact"],
+    "train_rad_vs_dup": ["layout", "P", "R", "L", "tokens", "wall_s", "peak_mem_bytes", "attention_pairs"],
+    "attention_backends": ["slots", "backend", "mode", "density", "attn_s", "vs_sdpa", "mask_build_s", "compile_s",
+                           "mask_bytes", "peak_mem_bytes", "max_abs_diff_vs_sdpa", "agrees"],
+}
+TITLES = {
+    "decode": "Decoding speed: AR, multi-step, one-step unfused and fused (`benchmarks/decode.py`)",
+    "train_rad_vs_dup": "RAD against full duplication, one training step (`benchmarks/train_rad_vs_dup.py`)",
+    "attention_backends": "Attention backends on the RAD mask (`benchmarks/attention_backends.py`)",
+}
+
+
+# ---------------------------------------------------------------------- loading
+def load_results(results: Path = RESULTS) -> list[dict[str, Any]]:
+    """Every combined result in ``results``, oldest first (by ``created``, then file name)."""
+    out = []
+    for path in sorted(Path(results).glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"summarize: skipping unreadable {path}: {e}", file=sys.stderr)
+            continue
+        if isinstance(data, dict) and "scripts" in data:
+            data["_file"] = path.name
+            out.append(data)
+    return sorted(out, key=lambda d: (str(d.get("created", "")), d["_file"]))
+
+
+def has_gpu(result: dict[str, Any]) -> bool:
+    m = result.get("machine", {})
+    return bool(m.get("cuda") or m.get("gpu"))
+
+
+# ---------------------------------------------------------------------- formatting
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "**no**"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if v == 0:
+            return "0"
+        if abs(v) >= 100:
+            return f"{v:,.0f}"
+        return f"{v:.3g}" if abs(v) >= 1e-3 else f"{v:.2e}"
+    if isinstance(v, int):
+        return f"{v:,}" if abs(v) >= 1e4 else str(v)
+    return str(v).replace("|", "\\|")
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A markdown table of ``rows`` (dicts); columns default to every scalar key, in order."""
+    if not rows:
+        return "_(no rows)_\n"
+    if columns is None:
+        columns = []
+        for r in rows:
+            columns += [k for k, v in r.items() if k not in columns and not isinstance(v, (dict, list))]
+    columns = [c for c in columns if any(c in r for r in rows)]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r[c]) if c in r else "" for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    hw = f"GPU {machine['gpu']} x{machine.get('gpu_count', 1)}" if machine.get("gpu") else "no GPU"
+    parts = [f"CPU {machine.get('cpu', '?')} ({machine.get('cpu_count', '?')} cores, "
+             f"{machine.get('torch_threads', '?')} torch threads)", hw,
+             f"torch {machine.get('torch', '?')}"]
+    if machine.get("transformers"):
+        parts.append(f"transformers {machine['transformers']}")
+    parts.append(f"Python {machine.get('python', '?')}")
+    return ", ".join(parts)
+
+
+def _script_section(name: str, data: dict[str, Any], level: str) -> str:
+    out = [f"{level} {TITLES.get(name, f'`{name}`')}\n"]
+    cfg = data.get("config")
+    if isinstance(cfg, dict):
+        shown = {k: v for k, v in cfg.items() if not isinstance(v, (dict, list)) or k in ("lengths", "blocks")}
+        out.append("Settings: " + ", ".join(f"`{k}={v}`" for k, v in shown.items()) + "\n")
+    out.append(table(data.get("rows", []), COLUMNS.get(name)))
+    if name == "decode" and data.get("limits"):
+        out.append("\nBatch 1, decode-throughput ratios against the limits set by one forward's cost:\n")
+        out.append(table(data["limits"], COLUMNS["decode.limits"]))
+    if isinstance(data.get("summary"), dict):
+        s = {k: v for k, v in data["summary"].items() if not isinstance(v, (dict, list))}
+        out.append("\n" + ", ".join(f"{k} = {_fmt(v)}" for k, v in s.items()) + "\n")
+    for note in data.get("notes", []):
+        out.append(f"\n- note: {note}")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def render_run(result: dict[str, Any], level: str = "##") -> str:
+    """Markdown for one combined result: machine, then a section per script, then failures."""
+    out = [f"Run `{result.get('_file', '?')}`, created {result.get('created', '?')}"
+           f"{' (`--quick`: smoke sizes, not representative)' if result.get('quick') else ''}.\n",
+           f"Machine: {machine_line(result.get('machine', {}))}.\n"]
+    for name, data in result.get("scripts", {}).items():
+        out.append(_script_section(name, data, level))
+    for name, fail in result.get("failures", {}).items():
+        tail = "\n".join(str(fail.get("tail", "")).splitlines()[-15:])
+        out.append(f"{level} `{name}` failed (exit code {fail.get('returncode')})\n\n```text\n{tail}\n```\n")
+    return "\n".join(out)
+
+
+def render_docs(results: list[dict[str, Any]]) -> str:
+    """The generated part of the benchmarks page: the GPU status, the latest full (else quick)
+    run in detail, and every run in one history table."""
+    out = []
+    if not any(has_gpu(r) for r in results):
+        out.append(NO_GPU + "\n")
+    if not results:
+        out.append("No benchmark results yet: `benchmarks/results/` holds no run. Run `make bench` "
+                   "(or `make bench-quick` for a smoke run) and rebuild the docs.\n")
+        return "\n".join(out)
+    full = [r for r in results if not r.get("quick")]
+    latest = (full or results)[-1]
+    gpu_runs = [r for r in results if has_gpu(r)]
+    out.append(f"## Latest {'full' if full else 'quick'} run\n")
+    out.append(render_run(latest, level="###"))
+    if gpu_runs and gpu_runs[-1] is not latest:
+        out.append("## Latest GPU run\n")
+        out.append(render_run(gpu_runs[-1], level="###"))
+    out.append("## All runs\n")
+    hist = []
+    for r in reversed(results):
+        row = {"file": f"`{r['_file']}`", "created": r.get("created", ""), "quick": bool(r.get("quick")),
+               "machine": machine_line(r.get("machine", {})),
+               "scripts": ", ".join(r.get("scripts", {})) or "-",
+               "failed": ", ".join(r.get("failures", {})) or "-"}
+        hist.append(row)
+    out.append(table(hist))
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------- plot
+def plot_run(result: dict[str, Any], path: Path) -> Path | None:
+    """One PNG with a panel per script that has rows: decode throughput, RAD vs duplication,
+    attention time against length. Returns the path, or None when there is nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scripts = result.get("scripts", {})
+    panels = [n for n in ("decode", "train_rad_vs_dup", "attention_backends") if scripts.get(n, {}).get("rows")]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], panels):
+        rows = scripts[name]["rows"]
+        if name == "decode":
+            keys = sorted({(r["model"], r["L"], r["batch"]) for r in rows}, key=str)
+            methods = list(dict.fromkeys(r["method"] for r in rows))
+            width = 0.8 / max(len(methods), 1)
+            for j, m in enumerate(methods):
+                vals = [next((r["tokens_per_s"] for r in rows if (r["model"], r["L"], r["batch"]) == k
+                              and r["method"] == m), 0.0) for k in keys]
+                ax.bar([i + j * width for i in range(len(keys))], vals, width, label=m)
+            ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))],
+                          [f"{m}\nL={L} b={b}" for m, L, b in keys], fontsize=6)
+            ax.set_ylabel("tokens/s (prefill included)")
+            ax.set_title("decoding throughput", fontsize=9)
+            ax.legend(fontsize=7)
+        elif name == "train_rad_vs_dup":
+            labels = [r["layout"] for r in rows]
+            ax.bar(labels, [r["wall_s"] for r in rows], color=["#3182bd", "#fd8d3c"][: len(rows)])
+            for i, r in enumerate(rows):
+                ax.text(i, r["wall_s"], f"{r.get('tokens', '?')} tokens", ha="center", va="bottom", fontsize=8)
+            ax.set_ylabel("seconds per forward + backward")
+            ax.set_title("one training step: RAD vs full duplication", fontsize=9)
+        else:
+            for backend in dict.fromkeys(r["backend"] for r in rows):
+                pts = sorted((r["slots"], r["attn_s"]) for r in rows if r["backend"] == backend)
+                ax.plot([p for p, _ in pts], [t for _, t in pts], marker="o", label=backend)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("RAD sequence length (slots)")
+            ax.set_ylabel("seconds per attention op")
+            ax.set_title("attention backends on the RAD mask", fontsize=9)
+            ax.legend(fontsize=7)
+    m = result.get("machine", {})
+    fig.suptitle(f"{result.get('_file', '')}: {m.get('gpu') or m.get('cpu', '?')}"
+                 f"{' (quick)' if result.get('quick') else ''}", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    if path.is_file() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder of combined results")
+    ap.add_argument("--out", type=Path, default=None, help="write the docs markdown here (default: stdout)")
+    ap.add_argument("--run", type=Path, default=None, help="render this one combined result instead")
+    args = ap.parse_args(argv)
+    if args.run is not None:
+        data = json.loads(args.run.read_text())
+        data["_file"] = args.run.name
+        text = render_run(data)
+    else:
+        text = render_docs(load_results(args.results))
+    if args.out is None:
+        print(text)
+    else:
+        print(f"{'wrote' if write_if_changed(args.out, text) else 'unchanged'} {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
