@@ -1,0 +1,169 @@
+"""The benchmark runner, its attention-backend script and the summariser, at the smallest sizes.
+
+Real timings are not checked (they belong to ``make bench`` on a quiet machine); what is checked
+is that the scripts run, agree across backends, fall back honestly when ``torch.compile`` fails,
+and that results turn into the documented JSON, markdown and plot without inventing numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from tests.docs.helpers import ROOT, explain, run_python
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import summarize  # noqa: E402
+
+
+def test_attention_backends_smallest_size(tmp_path) -> None:
+    out = tmp_path / "attn.json"
+    proc, wall = run_python(["benchmarks/attention_backends.py", "--quick", "--lengths", "64", "--compile", "off",
+                             "--threads", "1", "--repeats", "1", "--out", str(out)], timeout=120)
+    assert proc.returncode == 0, explain(proc)
+    data = json.loads(out.read_text())
+    assert {"machine", "config", "rows", "notes"} <= set(data)
+    rows = {r["backend"]: r for r in data["rows"]}
+    assert {"sdpa", "flex_attention"} <= set(rows)
+    assert all(r["agrees"] for r in data["rows"]), data["rows"]
+    assert rows["flex_attention"]["mode"] == "uncompiled (--compile off)"
+    assert rows["sdpa"]["slots"] == rows["flex_attention"]["slots"] >= 64
+    assert all(r["attn_s"] > 0 and r["mask_bytes"] > 0 for r in data["rows"])
+    if not data["machine"]["cuda"]:
+        assert any("xformers skipped" in n for n in data["notes"])
+    print(f"attention_backends --lengths 64: {wall:.1f} s")
+
+
+def test_attention_backends_reports_a_compile_failure(tmp_path, monkeypatch) -> None:
+    """Guards against a silent fallback: when torch.compile cannot build flex_attention, the
+    script runs it uncompiled and says so in the rows and the notes."""
+    import attention_backends
+    import torch
+
+    real_compile = torch.compile
+
+    def broken_compile(fn=None, *args, **kwargs):
+        if "backend" in kwargs:   # torch internals (uncompiled flex_attention) compile with a backend
+            return real_compile(fn, *args, **kwargs)
+
+        def run(*a, **k):
+            raise RuntimeError("inductor C++ compile error (simulated)")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    threads = torch.get_num_threads()
+    try:
+        code = attention_backends.main(["--lengths", "64", "--repeats", "1", "--threads", "1",
+                                        "--out", str(tmp_path / "a.json")])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    data = json.loads((tmp_path / "a.json").read_text())
+    flex = next(r for r in data["rows"] if r["backend"] == "flex_attention")
+    assert flex["mode"].startswith("uncompiled (compile failed: RuntimeError")
+    assert flex["agrees"]
+    assert any("torch.compile failed" in n for n in data["notes"])
+    assert any("create_block_mask failed" in n for n in data["notes"])
+
+
+def _fake_result(quick: bool = True, gpu: str | None = None) -> dict:
+    machine = {"python": "3.11", "torch": "2.13.0", "cpu": "Test CPU", "cpu_count": 2, "torch_threads": 2,
+               "cuda": gpu is not None}
+    if gpu:
+        machine.update(gpu=gpu, gpu_count=1)
+    return {
+        "created": "2026-01-01T00:00:00+00:00", "quick": quick, "machine": machine, "failures": {},
+        "scripts": {
+            "decode": {"machine": machine, "config": {"prompt": 64}, "rows": [
+                {"model": "small", "L": 4, "batch": 1, "method": m, "tokens_per_s": t, "tokens_per_s_decode": t,
+                 "tpf": 1.0, "nfe": 9, "vs_ar": t / 100.0} for m, t in (("ar", 100.0), ("onestep_fused", 250.0))],
+                "limits": [{"model": "small", "L": 4, "fused_vs_ar": 2.5, "fused_vs_ar_limit": 3.0}]},
+            "train_rad_vs_dup": {"machine": machine, "rows": [
+                {"layout": "rad", "tokens": 656, "wall_s": 0.2, "peak_mem_bytes": 1000},
+                {"layout": "full_dup", "tokens": 1168, "wall_s": 0.3, "peak_mem_bytes": 2000}],
+                "summary": {"speedup_paired_median": 1.5}},
+            "attention_backends": {"machine": machine, "rows": [
+                {"slots": s, "backend": b, "mode": "m", "attn_s": 0.001 * s / 64, "agrees": True}
+                for s in (64, 128) for b in ("sdpa", "flex_attention")], "notes": ["xformers skipped: test"]},
+        },
+    }
+
+
+def test_summarize_says_plainly_when_there_is_no_gpu_and_no_result() -> None:
+    text = summarize.render_docs([])
+    assert "No GPU numbers yet: no GPU machine was available" in text
+    assert "No benchmark results yet" in text
+
+
+def test_summarize_renders_tables_from_results_only(tmp_path) -> None:
+    results_dir = tmp_path / "results"
+    results_dir.mkdir()
+    (results_dir / "2026-01-01-cpu-test-2c-quick.json").write_text(json.dumps(_fake_result()))
+    (results_dir / "not-a-result.json").write_text("{}")
+    results = summarize.load_results(results_dir)
+    assert [r["_file"] for r in results] == ["2026-01-01-cpu-test-2c-quick.json"]
+    text = summarize.render_docs(results)
+    assert "no GPU machine was available" in text
+    assert "## Latest quick run" in text and "not representative" in text
+    assert "| small | 4 | 1 | onestep_fused | 250 |" in text
+    assert "Test CPU (2 cores, 2 torch threads), no GPU" in text
+    assert "xformers skipped: test" in text
+    gpu = _fake_result(quick=False, gpu="NVIDIA H200")
+    gpu["created"] = "2026-01-02T00:00:00+00:00"
+    gpu["_file"] = "2026-01-02-gpu-nvidia-h200.json"
+    text = summarize.render_docs(results + [gpu])
+    assert "no GPU machine was available" not in text
+    assert "## Latest full run" in text and "GPU NVIDIA H200" in text
+    png = summarize.plot_run(results[0], tmp_path / "plot.png")
+    assert png is not None and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_run_all_combines_scripts_and_records_failures(tmp_path, monkeypatch) -> None:
+    """run_all's own logic, with the benchmark processes replaced by stubs: one writes its JSON,
+    one fails; the combined JSON, markdown and plot are written and the exit code says 1."""
+    import run_all
+
+    fake = _fake_result()
+
+    def stub(name, out, quick, timeout):
+        assert quick and timeout == 240.0
+        if name == "train_rad_vs_dup":
+            return 1, "Traceback ...\nRuntimeError: boom"
+        out.write_text(json.dumps(fake["scripts"][name]))
+        return 0, "ok"
+
+    monkeypatch.setattr(run_all, "run_script", stub)
+    code = run_all.main(["--quick", "--out-dir", str(tmp_path)])
+    assert code == 1
+    (result_file,) = tmp_path.glob("*.json")
+    assert result_file.name.endswith("-cpu-test-2c-quick.json")
+    result = json.loads(result_file.read_text())
+    assert set(result["scripts"]) == {"decode", "attention_backends"}
+    assert result["failures"]["train_rad_vs_dup"]["returncode"] == 1
+    md = result_file.with_suffix(".md").read_text()
+    assert "`train_rad_vs_dup` failed (exit code 1)" in md and "RuntimeError: boom" in md
+    assert result_file.with_suffix(".png").is_file()
+
+
+def test_run_all_discovers_every_benchmark_script() -> None:
+    import run_all
+
+    names = run_all.discover()
+    assert names[:3] == ["decode", "train_rad_vs_dup", "attention_backends"]
+    assert not {"_common", "run_all", "summarize"} & set(names)
+    with pytest.raises(SystemExit):
+        run_all.discover(["no_such_benchmark"])
+
+
+@pytest.mark.parametrize("machine, slug", [
+    ({"cpu": "Intel(R) Xeon(R) Processor", "cpu_count": 2}, "cpu-intel-xeon-2c"),
+    ({"cpu": "AMD EPYC 7763 64-Core Processor", "cpu_count": 128}, "cpu-amd-epyc-7763-64-core-128c"),
+    ({"gpu": "NVIDIA H200", "gpu_count": 8, "cpu": "x"}, "gpu-nvidia-h200-x8"),
+])
+def test_machine_slug(machine, slug) -> None:
+    import run_all
+
+    assert run_all.machine_slug(machine) == slug
