@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     scripts, failures, machine = {}, {}, None
     started = time.monotonic()
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for name in names:
             out = Path(tmp) / f"{name}.json"
@@ -135,8 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         machine = machine_info()
     created = dt.datetime.now(dt.timezone.utc)
     stem = f"{created:%Y-%m-%d}-{machine_slug(machine)}{'-quick' if args.quick else ''}"
+    # Other processes skew every timing: the 1-minute load average before and after says how busy it was.
+    load = {"start": load_start, "end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     result = {"created": created.isoformat(timespec="seconds"), "quick": args.quick, "machine": machine,
-              "wall_s": time.monotonic() - started, "scripts": scripts, "failures": failures}
+              "wall_s": time.monotonic() - started, "load_avg_1min": load, "scripts": scripts,
+              "failures": failures}
     write_json(args.out_dir / f"{stem}.json", result)
     result["_file"] = f"{stem}.json"
     png = plot_run(result, args.out_dir / f"{stem}.png")

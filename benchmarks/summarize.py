@@ -129,6 +129,11 @@ def render_run(result: dict[str, Any], level: str = "##") -> str:
     out = [f"Run `{result.get('_file', '?')}`, created {result.get('created', '?')}"
            f"{' (`--quick`: smoke sizes, not representative)' if result.get('quick') else ''}.\n",
            f"Machine: {machine_line(result.get('machine', {}))}.\n"]
+    load = result.get("load_avg_1min") or {}
+    if load.get("start") is not None:
+        cores = result.get("machine", {}).get("cpu_count") or 1
+        busy = " (other processes were running: timings are skewed)" if load["start"] > 0.5 * cores else ""
+        out.append(f"1-minute load average before the run: {load['start']:.2f} on {cores} cores{busy}.\n")
     for name, data in result.get("scripts", {}).items():
         out.append(_script_section(name, data, level))
     for name, fail in result.get("failures", {}).items():
