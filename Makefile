@@ -7,14 +7,15 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+export NO_MKDOCS_2_WARNING ?= 1
 
-.PHONY: install test test-slow lint demo curate-iu bench bench-quick clean
+.PHONY: install test test-slow lint demo curate-iu bench bench-quick docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	# torch first and pinned: any other torch request downloads gigabytes of CUDA wheels.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev,echo]"
+	$(BIN)/python -m pip install -q -e ".[dev,echo,docs]"
 	# torchxrayvision only for its bundled IU-Xray reports; --no-deps keeps our torch.
 	$(BIN)/python -m pip install -q --no-deps torchxrayvision
 	touch $(STAMP)
@@ -44,6 +45,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	PYTHONPATH=src $(BIN)/python benchmarks/run_all.py --quick
+
+# The documentation site, offline and strict (broken links or references fail) -> site/
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) runs .cache .pytest_cache .hypothesis

@@ -15,8 +15,8 @@ import statistics
 import time
 
 import torch
-
 from _common import machine_info, print_table, write_json
+
 from blockdistill import BlockDiffusionLM, BlockSpec
 from blockdistill.data import BlockCollator
 from blockdistill.losses import diffusion_loss
@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--prompt", type=int, default=None)
+    ap.add_argument("--memory-child", choices=("rad", "full_dup"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.quick:
@@ -81,25 +82,32 @@ def main() -> None:
             torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated()
         else:
-            peak = 0  # measured around the step by _timed_cpu_step
+            peak = 0  # CPU: measured in a child process (_cpu_peak_in_child)
         return time.perf_counter() - t0, peak
 
     n = int(batch.seq_lens[0])
     s = (p // size) * size
     tokens = {"rad": n + (n - s), "full_dup": 2 * n}
     # warm-up both, then alternate so drift hits both layouts alike
+    if args.memory_child:
+        # One step in a fresh process: the growth of its peak RSS is the step's peak memory.
+        import resource
+
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        step(args.memory_child)
+        print(f"PEAK_BYTES {(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024}")
+        return
     for lay in ("rad", "full_dup"):
         step(lay)
     times = {"rad": [], "full_dup": []}
     peaks = {"rad": 0, "full_dup": 0}
     for _ in range(repeats):
         for lay in ("rad", "full_dup"):
-            if device == "cpu":
-                t, peak = _timed_cpu_step(step, lay)
-            else:
-                t, peak = step(lay)
+            t, peak = step(lay)
             times[lay].append(t)
             peaks[lay] = max(peaks[lay], peak)
+    if device == "cpu":
+        peaks = {lay: _cpu_peak_in_child(lay) for lay in peaks}
     from blockdistill.layout import dense_mask, full_dup_layout, rad_layout
 
     pairs = {
@@ -124,32 +132,17 @@ def main() -> None:
     write_json(args.out, {"machine": machine_info(), "rows": rows, "summary": summary})
 
 
-def _timed_cpu_step(step, lay):
-    """CPU peak memory: sample the RSS growth (Linux /proc) from a thread while the step runs."""
-    import os
-    import threading
+def _cpu_peak_in_child(layout: str) -> int:
+    """Peak memory of one CPU step, measured in a fresh process (ru_maxrss growth during the step).
 
-    page = os.sysconf("SC_PAGE_SIZE")
+    Sampling RSS in-process is unreliable: the allocator reuses memory freed by earlier steps.
+    """
+    import subprocess
+    import sys
 
-    def rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * page
-
-    base = rss()
-    peak = [base]
-    done = threading.Event()
-
-    def watch():
-        while not done.is_set():
-            peak[0] = max(peak[0], rss())
-            time.sleep(0.002)
-
-    th = threading.Thread(target=watch, daemon=True)
-    th.start()
-    t, _ = step(lay)
-    done.set()
-    th.join()
-    return t, peak[0] - base
+    out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--memory-child", layout, "--out", "/dev/null"],
+                         capture_output=True, text=True, check=True).stdout
+    return int(next(line.split()[1] for line in out.splitlines() if line.startswith("PEAK_BYTES")))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="config folder or YAML file; repeat to layer more (e.g. a size folder, then rad_L8.yaml)")
     ap.add_argument("--force", action="store_true", help="rerun stages even if the manifest says they are done")
     ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. ar.trainer.max_steps=100")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # overrides may come before or after --config
     try:
         # every stage file is read, so a stage run alone sees the same config as inside `all`
         cfg = load_echo_config(args.config or [DEFAULT_CONFIG], overrides=args.overrides, all_stages=True)

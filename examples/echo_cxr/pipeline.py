@@ -63,18 +63,33 @@ def fingerprint(cfg: EchoConfig, stage: str) -> str:
 
 
 class Manifest:
-    """``{stage: {"fingerprint", "finished_at", "wall_s", "summary"}}``, written atomically."""
+    """``{stage: {"status": "running" | "done", "fingerprint", "finished_at", "wall_s", "summary"}}``,
+    written atomically."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
 
     def done(self, stage: str, fp: str) -> bool:
-        return self.data.get(stage, {}).get("fingerprint") == fp
+        entry = self.data.get(stage, {})
+        return entry.get("status") == "done" and entry.get("fingerprint") == fp
+
+    def resumable(self, stage: str, fp: str) -> bool:
+        """An interrupted run of ``stage`` with the same settings: keep its checkpoints."""
+        entry = self.data.get(stage, {})
+        return entry.get("status") == "running" and entry.get("fingerprint") == fp
+
+    def start(self, stage: str, fp: str) -> None:
+        self.data[stage] = {"status": "running", "fingerprint": fp,
+                            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self._write()
 
     def record(self, stage: str, fp: str, wall_s: float, summary: dict[str, Any]) -> None:
-        self.data[stage] = {"fingerprint": fp, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        self.data[stage] = {"status": "done", "fingerprint": fp, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                             "wall_s": wall_s, "summary": summary}
+        self._write()
+
+    def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=self.path.parent)
         with os.fdopen(fd, "w") as f:
@@ -111,15 +126,16 @@ def run(cfg: EchoConfig, stages: Sequence[str] = STAGES, force: bool = False,
         if not force and manifest.done(stage, fp):
             log(f"[echo] {stage}: done earlier, skipped (use --force to rerun)")
             continue
-        if force or stage in manifest.data:
-            # finished before with other settings (or forced): start clean. An interrupted stage
-            # is not in the manifest and keeps its checkpoints, so it resumes.
+        if not manifest.resumable(stage, fp) or force:
+            # Start clean, unless an interrupted run with the same settings left checkpoints to
+            # resume from: stale outputs of other settings must never be resumed.
             for path in stage_outputs(cfg, ws, stage):
                 if path.is_dir():
                     shutil.rmtree(path)
                 elif path.exists():
                     path.unlink()
-        log(f"[echo] {stage}: running")
+        log(f"[echo] {stage}: {'resuming' if manifest.resumable(stage, fp) and not force else 'running'}")
+        manifest.start(stage, fp)
         t0 = time.perf_counter()
         summary = fns[stage](cfg, ws)
         wall = time.perf_counter() - t0

@@ -186,7 +186,12 @@ def write_report(results_path: Path, out_dir: Path, curves: Mapping[str, Sequenc
     plots.mkdir(parents=True, exist_ok=True)
     parts = ["# ECHO demo report", "",
              f"Run wall time: {results.get('wall_s', 0):.0f} s. All numbers below were measured in this run.", ""]
-    parts += ["## Quality against speed", "", f"![quality vs speed]({plot_quality_vs_speed(results, plots / 'quality_vs_speed.png').relative_to(out_dir)})", ""]
+    sp = results.get("speed") or {}
+    speed_note = (f"Speed columns (tokens/s, TPF, NFE = decode forwards per report) were measured at batch "
+                  f"{sp['batch_size']} on {sp['samples']} held-out studies per variant, variants interleaved; quality "
+                  f"columns on the whole held-out set." if sp.get("by_variant") else
+                  "Speed columns come from the batched quality run.")
+    parts += ["## Quality against speed", "", speed_note, "", f"![quality vs speed]({plot_quality_vs_speed(results, plots / 'quality_vs_speed.png').relative_to(out_dir)})", ""]
     parts += ["## Targets", "", _table(check_targets(results), ["target", "measured", "wanted", "met"]), ""]
     parts += ["## All metrics", ""]
     langs = sorted({r["lang"] for r in results["rows"]})

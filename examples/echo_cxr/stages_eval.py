@@ -53,6 +53,26 @@ def full_block_tpf(model, samples, n: int = 4, blocks: int = 4) -> float:
     return (stats[1].generated_tokens - stats[0].generated_tokens) / (stats[1].row_forwards - stats[0].row_forwards)
 
 
+def measure_speed(variants, data, tok, n: int, batch_size: int) -> dict[str, dict[str, float]]:
+    """tokens/s, TPF and decode forwards per report of each variant on the first ``n`` studies,
+    decoded ``batch_size`` at a time, variants interleaved study by study so machine noise hits
+    all of them alike."""
+    from blockdistill.evaluation import generate_split
+    from blockdistill.evaluation.stats import RunStats
+
+    subset = [data[i] for i in range(min(n, len(data)))]
+    totals = {v.name: RunStats() for v in variants}
+    for v in variants:  # untimed warm-up of each variant
+        generate_split(v, subset[:batch_size], tok, batch_size=batch_size, progress=False)
+    for start in range(0, len(subset), batch_size):
+        chunk = subset[start:start + batch_size]
+        for v in variants:
+            for stats in generate_split(v, chunk, tok, batch_size=batch_size, progress=False).stats.values():
+                totals[v.name] = totals[v.name].merge(stats)
+    return {name: {"tokens_per_s": s.tokens_per_s, "tokens_per_s_decode": s.tokens_per_s_decode, "tpf": s.tpf,
+                   "nfe": s.forwards_per_sample, "n": s.n} for name, s in totals.items()}
+
+
 def stage_eval(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
     e = cfg.eval
     t0 = time.perf_counter()
@@ -63,9 +83,14 @@ def stage_eval(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
         if cfg.data.source == "synthetic" else ClinicalScorer()
     results = run_echo_eval(variants, data, tok, out_dir=ws.root / "eval", semscore=e.semscore, clinical=clinical,
                             batch_size=e.batch_size, samples=e.n_samples_in_report, warmup=1)
+    speed = measure_speed(variants, data, tok, e.speed_samples, e.speed_batch_size) if e.speed_samples else {}
+    for row in results["rows"]:
+        if row["variant"] in speed:
+            row.update({k: speed[row["variant"]][k] for k in ("tokens_per_s", "tpf", "nfe")})
     manifest = json.loads((ws.root / "manifest.json").read_text()) if (ws.root / "manifest.json").is_file() else {}
     wall = sum(v.get("wall_s", 0.0) for k, v in manifest.items() if k != "eval") + time.perf_counter() - t0
     out = {"machine": machine_info(), "wall_s": wall, "rows": results["rows"],
+           "speed": {"batch_size": e.speed_batch_size, "samples": e.speed_samples, "by_variant": speed},
            "per_finding": {v: langs.get("en", {}) for v, langs in results["per_finding"].items()},
            "samples": results["samples"], "variants": results["variants"], "by_source": results["by_source"]}
     if "echo_L8" in models:
