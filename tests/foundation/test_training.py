@@ -13,7 +13,14 @@ import torch
 from blockdistill import BlockDiffusionLM
 from blockdistill.config import NoiseConfig, OptimConfig, TrainerConfig
 from blockdistill.data import BlockCollator
-from blockdistill.lightning import ARSystem, BlockDataModule, NaNLossError, RADSystem, build_trainer, resume_path
+from blockdistill.lightning import (
+    ARSystem,
+    BlockDataModule,
+    NaNLossError,
+    RADSystem,
+    build_trainer,
+    resume_path,
+)
 from blockdistill.testing import tiny_qwen2, tiny_tokenizer
 from tests.foundation.helpers import random_examples
 
