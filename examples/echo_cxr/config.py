@@ -57,6 +57,8 @@ class DataSection:
     null with a pretrained backbone: the checkpoint's own tokenizer."""
     tokenizer_vocab: int = 1024
     """Tiny BPE vocabulary size."""
+    cache_samples: bool = True
+    """Process every study once and keep it in memory (small data); false: process on access."""
 
     def __post_init__(self) -> None:
         _check(self.source in ("synthetic", "records"), "data.source", f"must be synthetic or records, got {self.source!r}")

@@ -8,6 +8,7 @@ from its teacher, on those trajectories with commit-step targets, step weights a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -37,6 +38,22 @@ def _teacher(ws: Workspace, block_size: int) -> BlockDiffusionLM:
     return BlockDiffusionLM.from_pretrained(path).eval()
 
 
+class _Prompts(Sequence):
+    """The DCD subset as collection prompts, built on access (images are not all held at once)."""
+
+    def __init__(self, records, samples) -> None:
+        self.ids = [r.key for r in records]  # CXRRecord keys: stable across runs, for resuming
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        s = self.samples[i]
+        return {"id": self.ids[i], "prompt_ids": s["prompt_ids"], "pixel_values": s["pixel_values"],
+                "image_grid_thw": s["image_grid_thw"]}
+
+
 def _divergence(name: str, beta: float):
     if name == "jsd":
         return partial(generalized_jsd, beta=beta)
@@ -47,9 +64,7 @@ def stage_collect(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
     """DCD phase 1: decode the DCD subset with the multi-step teacher, record trajectories."""
     c = cfg.collect
     teacher = _teacher(ws, c.block_size)
-    samples = ws.samples("dcd")
-    prompts = [{"id": s["study_id"] + ("#zh" if s["language"] == "zh" else ""), "prompt_ids": s["prompt_ids"],
-                "pixel_values": s["pixel_values"], "image_grid_thw": s["image_grid_thw"]} for s in samples]
+    prompts = _Prompts(ws.records("dcd"), ws.samples("dcd"))
     d = c.decode
     filters = []
     if d.repetition_ngram > 0:
@@ -58,7 +73,7 @@ def stage_collect(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
         filters.append(UnfinishedFilter())
     out_dir = ws.traj_dir(c.block_size)
     dm = PromptDataModule(prompts, pad_token_id=teacher.spec.pad_token_id, batch_size=c.batch_size,
-                          skip_done_in=out_dir)
+                          skip_done_in=out_dir, ids=prompts.ids)
     system = CollectSystem(teacher, policy=ConfidenceThreshold(d.tau), top_k=d.top_k,
                            max_new_tokens=d.max_new_tokens, cache=d.cache, record_first_step=d.record_first_step)
     writer = TrajectoryWriter(out_dir, shard_size=c.shard_size, filter=combine_filters(filters) if filters else None,

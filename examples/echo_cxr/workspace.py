@@ -21,7 +21,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from examples.echo_cxr.config import EchoConfig
-from examples.echo_cxr.data.dataset import read_records
+from examples.echo_cxr.data.dataset import CXRRecordDataset, read_records
 from examples.echo_cxr.data.processor import CXRProcessor, VisionSettings
 from examples.echo_cxr.data.records import CXRRecord
 
@@ -112,5 +112,10 @@ class Workspace:
         return [langs["zh" if rng.random() < d.zh_fraction else "en"] for _, langs in sorted(by_study.items())]
 
     @functools.lru_cache(maxsize=4)  # noqa: B019 - one Workspace per run; caching the processed splits is the point
-    def samples(self, split: str) -> CachedSamples:
-        return CachedSamples(self.records(split), self.processor, self.cfg.data.image_root, desc=f"{split} samples")
+    def samples(self, split: str) -> Dataset:
+        """Processor samples of a split: processed once and kept in memory (``data.cache_samples``,
+        the tiny demo), or processed on access (real data: images are read by the data loader)."""
+        records = self.records(split)
+        if self.cfg.data.cache_samples:
+            return CachedSamples(records, self.processor, self.cfg.data.image_root, desc=f"{split} samples")
+        return CXRRecordDataset(records, self.processor, self.cfg.data.image_root)

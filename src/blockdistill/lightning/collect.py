@@ -27,7 +27,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from blockdistill.distill.collectors import TrajectoryCollector
 from blockdistill.distill.filters import TrajectoryFilter
@@ -50,9 +50,13 @@ class PromptDataModule(L.LightningDataModule):
     """
 
     def __init__(self, examples: Sequence[dict[str, Any]], pad_token_id: int, batch_size: int = 8,
-                 num_workers: int = 0, skip_done_in: str | Path | None = None, shuffle: bool = True) -> None:
+                 num_workers: int = 0, skip_done_in: str | Path | None = None, shuffle: bool = True,
+                 ids: Sequence[str] | None = None) -> None:
         super().__init__()
-        self.examples = list(examples)
+        # ``examples`` may be a lazy sequence (e.g. images processed on access); with ``ids`` given,
+        # resuming filters by id without touching the examples themselves.
+        self.examples = examples if ids is not None else list(examples)
+        self.ids = [str(i) for i in ids] if ids is not None else None
         self.pad, self.batch_size, self.num_workers = pad_token_id, batch_size, num_workers
         self.skip_done_in, self.shuffle = skip_done_in, shuffle
         self.remaining: list[dict[str, Any]] = self.examples
@@ -62,12 +66,15 @@ class PromptDataModule(L.LightningDataModule):
         todo = self.examples
         if self.skip_done_in is not None:
             done = done_ids(self.skip_done_in)
-            todo = [e for e in self.examples if str(e["id"]) not in done]
+            if self.ids is not None:
+                todo = Subset(self.examples, [i for i, x in enumerate(self.ids) if x not in done])
+            else:
+                todo = [e for e in self.examples if str(e["id"]) not in done]
         self.num_skipped = len(self.examples) - len(todo)
         world = self.trainer.world_size if self.trainer is not None else 1
         if stage == "predict" and 0 < len(todo) < world:
             # Lightning's unrepeated predict sampler needs a row per rank; placeholders are never decoded.
-            todo = todo + [{**todo[-1], "skip": True}] * (world - len(todo))
+            todo = list(todo) + [{**todo[-1], "skip": True}] * (world - len(todo))
         self.remaining = todo
 
     def _collate(self, examples: list[dict[str, Any]]) -> PromptBatch:
