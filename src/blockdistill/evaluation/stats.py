@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blockdistill.sampling import GenerationStats
+from blockdistill.sampling.output import Throughput
 
 __all__ = ["RunStats"]
 
 
 @dataclass
-class RunStats:
+class RunStats(Throughput):
     """Sums of :class:`~blockdistill.sampling.GenerationStats` over sampler calls."""
 
     calls: int = 0
@@ -60,28 +61,9 @@ class RunStats:
         return len(self.lengths)
 
     @property
-    def decode_s(self) -> float:
-        return self.wall_s - self.prefill_s
-
-    @property
-    def tpf(self) -> float:
-        """Tokens per forward per sequence: generated tokens / row-forwards."""
-        return self.generated_tokens / max(self.row_forwards, 1)
-
-    @property
     def forwards_per_sample(self) -> float:
         """Decode forwards each sequence went through, on average (prefill excluded)."""
         return self.row_forwards / max(self.n, 1)
-
-    @property
-    def tokens_per_s(self) -> float:
-        """Throughput including prefill: total tokens / total wall time."""
-        return self.generated_tokens / max(self.wall_s, 1e-12)
-
-    @property
-    def tokens_per_s_decode(self) -> float:
-        """Throughput of the decode phase: total tokens / total decode time."""
-        return self.generated_tokens / max(self.decode_s, 1e-12)
 
     @property
     def mean_length(self) -> float:

@@ -9,27 +9,17 @@ from torch import Tensor
 
 from blockdistill.sampling.trace import BlockTrace
 
-__all__ = ["GenerationOutput", "GenerationStats", "pad_sequences"]
+__all__ = ["GenerationOutput", "GenerationStats", "Throughput", "pad_sequences"]
 
 
-@dataclass
-class GenerationStats:
-    """Costs of one sampler call (all rows together)."""
+class Throughput:
+    """Rates derived from ``generated_tokens``, ``row_forwards``, ``wall_s`` and ``prefill_s``
+    (shared by one call's statistics and their sums over a run)."""
 
-    nfe: int
-    """Backbone forwards, prefill included."""
-    nfe_decode: int
-    """Backbone forwards after prefill."""
-    row_forwards: int
-    """Sum over decode forwards of the rows they carried (finished rows are dropped)."""
     generated_tokens: int
-    """Tokens returned, all rows (after truncation at EOS / ``max_new_tokens``)."""
-    lengths: list[int]
-    """Generated length of each row (EOS included when it was produced)."""
+    row_forwards: int
     wall_s: float
-    """Wall time of the whole call."""
     prefill_s: float
-    """Wall time of prefill (prompt encoding, vision included)."""
 
     @property
     def decode_s(self) -> float:
@@ -49,6 +39,27 @@ class GenerationStats:
     def tokens_per_s_decode(self) -> float:
         """Throughput of the decode phase only."""
         return self.generated_tokens / max(self.decode_s, 1e-12)
+
+
+@dataclass
+class GenerationStats(Throughput):
+    """Costs of one sampler call (all rows together)."""
+
+    nfe: int
+    """Backbone forwards, prefill included."""
+    nfe_decode: int
+    """Backbone forwards after prefill."""
+    row_forwards: int
+    """Sum over decode forwards of the rows they carried (finished rows are dropped)."""
+    generated_tokens: int
+    """Tokens returned, all rows (after truncation at EOS / ``max_new_tokens``)."""
+    lengths: list[int]
+    """Generated length of each row (EOS included when it was produced)."""
+    wall_s: float
+    """Wall time of the whole call."""
+    prefill_s: float
+    """Wall time of prefill (prompt encoding, vision included)."""
+
 
     def as_dict(self) -> dict:
         return {"nfe": self.nfe, "nfe_decode": self.nfe_decode, "row_forwards": self.row_forwards,
