@@ -104,11 +104,12 @@ def build_backbone(cfg: BackboneConfig, special_ids=None, vocab_size: int | None
 
     if cfg.kind == "pretrained":
         path = cfg.pretrained
-        if "/" not in path or Path(path).exists():
-            if not Path(path).is_dir():
-                raise FileNotFoundError(
-                    f"model.pretrained={path!r} is not a directory. Download Lingshu-7B (or another Qwen2.5-VL "
-                    "checkpoint) yourself and pass its local path; nothing is fetched at run time here.")
+        # A hub id looks like "namespace/name"; anything else (absolute, relative, existing) is a local path.
+        hub_id = path.count("/") == 1 and not path.startswith((".", "/", "~")) and not Path(path).exists()
+        if not hub_id and not Path(path).expanduser().is_dir():
+            raise FileNotFoundError(
+                f"model.pretrained={path!r} is not a directory. Download Lingshu-7B (or another Qwen2.5-VL "
+                "checkpoint) yourself and pass its local path; nothing is fetched at run time here.")
         return AutoModelForImageTextToText.from_pretrained(path, dtype=_DTYPES[cfg.dtype],
                                                            trust_remote_code=cfg.trust_remote_code)
     if special_ids is None or vocab_size is None:
