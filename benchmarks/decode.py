@@ -123,6 +123,8 @@ def main() -> None:
     ap.add_argument("--models", default=None, help="comma-separated subset of: " + ",".join(MODELS))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 (GPU default)")
+    ap.add_argument("--blocks", default="4,8", help="block sizes L to measure (default 4,8)")
+    ap.add_argument("--batches", default="1,8", help="batch sizes to measure (default 1,8)")
     args = ap.parse_args()
     threads = set_threads(args.threads)
     device = args.device
@@ -130,7 +132,8 @@ def main() -> None:
     models = QUICK_MODELS if args.quick else MODELS
     prompt, new = (64, 32) if args.quick else (256, 128)
     repeats = args.repeats or (1 if args.quick else 3)
-    blocks, batches = (4, 8), (1, 8)
+    blocks = tuple(int(x) for x in args.blocks.split(","))
+    batches = tuple(int(x) for x in args.batches.split(","))
     names = args.models.split(",") if args.models else list(models)
 
     rows, costs, limits = [], [], []

@@ -11,6 +11,7 @@ positions; the rows are timed alternately (paired) and the median is reported.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -90,12 +91,29 @@ def main() -> None:
     tokens = {"rad": n + (n - s), "full_dup": 2 * n}
     # warm-up both, then alternate so drift hits both layouts alike
     if args.memory_child:
-        # One step in a fresh process: the growth of its peak RSS is the step's peak memory.
-        import resource
+        # One step in a fresh process (no memory freed by earlier steps to reuse): the growth of
+        # RSS over its value before the step, sampled every 2 ms, is the step's peak memory.
+        import threading
 
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        page = os.sysconf("SC_PAGE_SIZE")
+
+        def rss() -> int:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * page
+
+        base, peak, done = rss(), [0], threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], rss())
+                time.sleep(0.002)
+
+        th = threading.Thread(target=watch, daemon=True)
+        th.start()
         step(args.memory_child)
-        print(f"PEAK_BYTES {(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024}")
+        done.set()
+        th.join()
+        print(f"PEAK_BYTES {max(0, peak[0] - base)}")
         return
     for lay in ("rad", "full_dup"):
         step(lay)
@@ -133,9 +151,10 @@ def main() -> None:
 
 
 def _cpu_peak_in_child(layout: str) -> int:
-    """Peak memory of one CPU step, measured in a fresh process (ru_maxrss growth during the step).
+    """Peak memory of one CPU step, measured in a fresh process (RSS growth during the step).
 
-    Sampling RSS in-process is unreliable: the allocator reuses memory freed by earlier steps.
+    Sampling RSS in the timing process is unreliable: the allocator reuses memory freed by earlier
+    steps, and ``ru_maxrss`` is dominated by model construction.
     """
     import subprocess
     import sys
