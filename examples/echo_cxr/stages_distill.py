@@ -23,7 +23,7 @@ from blockdistill.distill.schedules import schedule_from_name
 from blockdistill.distill.targets import target_builder
 from blockdistill.lightning.collect import CollectSystem, PromptDataModule, TrajectoryWriter
 from blockdistill.lightning.dcd import DCDSystem
-from blockdistill.losses.distill import forward_kl, generalized_jsd, reverse_kl
+from blockdistill.losses.distill import divergence_from_name
 from blockdistill.sampling.policies import ConfidenceThreshold
 from examples.echo_cxr.config import EchoConfig
 from examples.echo_cxr.model import freeze_vision
@@ -52,12 +52,6 @@ class _Prompts(Sequence):
         s = self.samples[i]
         return {"id": self.ids[i], "prompt_ids": s["prompt_ids"], "pixel_values": s["pixel_values"],
                 "image_grid_thw": s["image_grid_thw"]}
-
-
-def _divergence(name: str, beta: float):
-    if name == "jsd":
-        return partial(generalized_jsd, beta=beta)
-    return {"forward_kl": forward_kl, "reverse_kl": reverse_kl}[name]
 
 
 def stage_collect(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
@@ -97,7 +91,7 @@ def stage_dcd(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
     system = DCDSystem.from_teacher(
         teacher, c.optim, online=False, target=target_builder(dist.target),
         schedule=schedule_from_name(dist.schedule, dist.power),
-        divergence=_divergence(dist.divergence, dist.jsd_beta), lambda_eos=dist.lambda_eos)
+        divergence=divergence_from_name(dist.divergence, dist.jsd_beta), lambda_eos=dist.lambda_eos)
     if c.freeze_vision:
         freeze_vision(system.student.model)
     data = TrajectoryDataset(ws.traj_dir(size))

@@ -98,13 +98,9 @@ def _yaml(cfg) -> str:
 
 
 def _divergence(d: DistillConfig):
-    from blockdistill.losses.distill import DIVERGENCES, generalized_jsd
+    from blockdistill.losses.distill import divergence_from_name
 
-    if d.divergence == "jsd":
-        fn = functools.partial(generalized_jsd, beta=d.jsd_beta)
-        fn.__name__ = f"generalized_jsd_beta{d.jsd_beta:g}"  # type: ignore[attr-defined]
-        return fn
-    return DIVERGENCES[d.divergence]
+    return divergence_from_name(d.divergence, d.jsd_beta)
 
 
 @command("train-dcd", DCDTrainConfig, "stage 3: DCD, distill the one-step student (offline shards or online)")

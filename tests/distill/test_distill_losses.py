@@ -166,3 +166,18 @@ def test_dcd_loss_weights_masks_and_normalisation() -> None:
     # lambda_eos = 0 removes the EOS term.
     loss0, _ = dcd_loss(logits, q, w, kl_mask, eos_mask, eos_token_id=3, lambda_eos=0.0)
     torch.testing.assert_close(loss0, (w * kl)[kl_mask].sum() / kl_mask.sum())
+
+
+def test_divergence_from_name_is_the_one_config_lookup():
+    """Guards against the CLI and the ECHO example mapping config names to different losses."""
+    import pytest
+    import torch
+
+    from blockdistill.losses.distill import divergence_from_name, forward_kl, generalized_jsd, reverse_kl
+
+    assert divergence_from_name("forward_kl") is forward_kl and divergence_from_name("reverse_kl") is reverse_kl
+    g = torch.Generator().manual_seed(0)
+    logits, q = torch.randn(3, 7, generator=g), torch.softmax(torch.randn(3, 7, generator=g), -1)
+    torch.testing.assert_close(divergence_from_name("jsd", 0.3)(logits, q), generalized_jsd(logits, q, beta=0.3))
+    with pytest.raises(ValueError, match="divergence must be one of"):
+        divergence_from_name("kl")

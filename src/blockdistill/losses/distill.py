@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
@@ -32,6 +33,7 @@ __all__ = [
     "TopKTarget",
     "bucket_log_probs",
     "dcd_loss",
+    "divergence_from_name",
     "eos_cross_entropy",
     "forward_kl",
     "generalized_jsd",
@@ -150,6 +152,17 @@ Divergence = Callable[[Tensor, Target], Tensor]
 DIVERGENCES: dict[str, Divergence] = {"forward_kl": forward_kl, "reverse_kl": reverse_kl,
                                       "jsd": generalized_jsd}
 """Divergences by config name (``jsd`` uses its default ``beta`` unless wrapped)."""
+
+
+def divergence_from_name(name: str, jsd_beta: float = 0.5) -> Divergence:
+    """The divergence a config names: ``forward_kl``, ``reverse_kl`` or ``jsd`` (with ``jsd_beta``)."""
+    if name == "jsd":
+        fn = functools.partial(generalized_jsd, beta=jsd_beta)
+        fn.__name__ = f"generalized_jsd_beta{jsd_beta:g}"  # type: ignore[attr-defined]
+        return fn
+    if name not in DIVERGENCES:
+        raise ValueError(f"divergence must be one of {sorted(DIVERGENCES)}, got {name!r}")
+    return DIVERGENCES[name]
 
 
 def dcd_loss(student_logits: Tensor, target: Target, weights: Tensor, kl_mask: Tensor, eos_mask: Tensor, *,
