@@ -173,7 +173,12 @@ def test_divergence_from_name_is_the_one_config_lookup():
     import pytest
     import torch
 
-    from blockdistill.losses.distill import divergence_from_name, forward_kl, generalized_jsd, reverse_kl
+    from blockdistill.losses.distill import (
+        divergence_from_name,
+        forward_kl,
+        generalized_jsd,
+        reverse_kl,
+    )
 
     assert divergence_from_name("forward_kl") is forward_kl and divergence_from_name("reverse_kl") is reverse_kl
     g = torch.Generator().manual_seed(0)
