@@ -59,6 +59,9 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
                 for metric in metrics.values():
                     metric.update(preds[lo:hi], targets[lo:hi])
             torch.save(_values(metrics), Path(out_dir) / f"{layout}-rank{rank}.pt")
+        # Both ranks finish their last collective before either tears gloo down: destroying the
+        # group while the peer is still mid-exchange aborts the process ("terminate called ...").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
