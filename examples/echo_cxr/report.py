@@ -181,7 +181,8 @@ def check_targets(results: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def write_report(results_path: Path, out_dir: Path, curves: Mapping[str, Sequence[tuple[int, float]]] | None = None,
-                 curation: Mapping[str, Any] | None = None, manifest: Mapping[str, Any] | None = None) -> Path:
+                 curation: Mapping[str, Any] | None = None, manifest: Mapping[str, Any] | None = None,
+                 settings: Sequence[Mapping[str, Any]] | None = None) -> Path:
     """Render ``report.md`` and its plots next to ``results.json``."""
     results = json.loads(Path(results_path).read_text())
     plots = out_dir / "plots"
@@ -205,6 +206,9 @@ def write_report(results_path: Path, out_dir: Path, curves: Mapping[str, Sequenc
                   f"![per finding]({plot_per_finding(results['per_finding'], plots / 'per_finding.png').relative_to(out_dir)})", ""]
     if curves and any(curves.values()):
         parts += ["## Training curves", "", f"![training]({plot_training(curves, plots / 'training.png').relative_to(out_dir)})", ""]
+    if settings:
+        parts += ["## How each model was trained", "", _table(list(settings), ["model", "stage", "steps", "batch", "lr",
+                                                                             "details"]), ""]
     if manifest:
         rows = [{"stage": k, "wall_s": v.get("wall_s")} for k, v in manifest.items()]
         parts += ["## Stage times", "", _table(rows, ["stage", "wall_s"]), ""]

@@ -99,6 +99,23 @@ def stage_eval(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
     return {"rows": len(out["rows"]), "eval_s": time.perf_counter() - t0}
 
 
+def training_settings(cfg: EchoConfig) -> list[dict[str, Any]]:
+    """One row per trained model: what produced it (for the report)."""
+    rows = [{"model": "ECHO_AR", "stage": "1: AR continued pre-training", "steps": cfg.ar.trainer.max_steps,
+             "batch": cfg.ar.batch_size, "lr": cfg.ar.optim.lr, "details": "next-token CE on the response"}]
+    for size in cfg.rad.block_sizes:
+        rows.append({"model": f"ECHO_Base L={size}", "stage": "2: RAD", "steps": cfg.rad.trainer.max_steps,
+                     "batch": cfg.rad.batch_size, "lr": cfg.rad.optim.lr,
+                     "details": f"from ECHO_AR; shift={cfg.rad.shift}, layout={cfg.rad.layout}, vision frozen"})
+    d, c = cfg.dcd.distill, cfg.collect
+    rows.append({"model": f"ECHO L={c.block_size}", "stage": "3: DCD", "steps": cfg.dcd.trainer.max_steps,
+                 "batch": cfg.dcd.batch_size, "lr": cfg.dcd.optim.lr,
+                 "details": f"from ECHO_Base L={c.block_size} on {c.n_prompts} teacher trajectories (tau "
+                            f"{c.decode.tau}); target={d.target}, schedule={d.schedule}, divergence={d.divergence}, "
+                            f"lambda_eos={d.lambda_eos}"})
+    return rows
+
+
 def stage_report(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
     from examples.echo_cxr.report import read_loss_curve, write_report
 
@@ -110,6 +127,6 @@ def stage_report(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
     cur = ws.root / "curate-iu" / "summary.json"
     curation = json.loads(cur.read_text()) if cur.is_file() else None
     manifest = json.loads((ws.root / "manifest.json").read_text()) if (ws.root / "manifest.json").is_file() else None
-    path = write_report(ws.root / "results.json", ws.root, curves, curation, manifest)
+    path = write_report(ws.root / "results.json", ws.root, curves, curation, manifest, settings=training_settings(cfg))
     print(f"report: {path}")
     return {"report": str(path)}

@@ -107,6 +107,7 @@ def test_smoke_pipeline_runs_every_stage_and_writes_every_artefact(tmp_path):
     assert results["echo_full_block_tpf"] == 8.0
     report = (run_dir / "report.md").read_text()
     assert "Quality against speed" in report and "base_onestep_L8" in report
+    assert "## How each model was trained" in report and "target=" in report
     for png in ("quality_vs_speed.png", "metrics.png", "per_finding.png", "training.png"):
         assert (run_dir / "plots" / png).stat().st_size > 1000, png
     # idempotent: a rerun skips every finished stage

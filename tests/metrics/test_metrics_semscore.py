@@ -80,3 +80,31 @@ def test_bad_arguments_are_named(minilm: SentenceEncoder, tmp_path) -> None:
         SemScore(encoder_path=tmp_path)
     with pytest.raises(ValueError, match="either encoder="):
         SemScore(encoder=minilm, encoder_path=tmp_path)
+
+
+def test_length_sorted_batches_keep_input_order(minilm: SentenceEncoder, iu_pairs) -> None:
+    """encode batches texts by length; rows still come back in input order, equal to one-by-one."""
+    texts = [t for t in iu_pairs[0][:12]][::-1] + ["No effusion."]
+    batched = minilm.encode(texts)
+    single = torch.cat([minilm.encode([t]) for t in texts])
+    assert torch.allclose(batched, single, atol=1e-5)
+
+
+def test_bfloat16_autocast_stays_close(minilm: SentenceEncoder, iu_pairs) -> None:
+    texts = iu_pairs[0][:16]
+    fast = SentenceEncoder(bundled_minilm_path(), dtype="bfloat16")
+    assert fast.compute_dtype() == torch.bfloat16
+    cos = (fast.encode(texts) * minilm.encode(texts)).sum(-1)
+    assert cos.min().item() > 0.999
+    with pytest.raises(ValueError, match="dtype must be"):
+        SentenceEncoder(bundled_minilm_path(), dtype="float16")
+
+
+def test_dedup_embedder_is_the_semscore_encoder(minilm: SentenceEncoder, iu_pairs) -> None:
+    from examples.echo_cxr.data.curation.dedup import MiniLMEmbedder
+
+    emb = MiniLMEmbedder(dtype="float32")
+    texts = iu_pairs[0][:8]
+    assert emb.params()["dtype"] == "float32"
+    assert emb(texts).dtype == "float32"
+    assert torch.allclose(torch.from_numpy(emb(texts)), minilm.encode(texts), atol=1e-6)

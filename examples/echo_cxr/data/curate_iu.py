@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=int, default=512, help="dedup block size (memory bound)")
     p.add_argument("--embedder", choices=("minilm", "hashing"), default="minilm",
                    help="minilm: bundled all-MiniLM-L6-v2; hashing: instant, lexical only")
+    p.add_argument("--embed-dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="MiniLM precision; auto = bfloat16 where the CPU/GPU has it natively")
     p.add_argument("--group-by-observations", action="store_true",
                    help="only reports with equal CheXpert labels can be near-duplicates")
     p.add_argument("--eval-size", type=int, default=300, help="English evaluation records")
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     """Run the offline IU-Xray curation; returns the summary written to ``summary.json``."""
     args = build_parser().parse_args(argv)
     reports = args.reports or bundled_reports_path()
-    embedder = MiniLMEmbedder() if args.embedder == "minilm" else HashingEmbedder()
+    embedder = MiniLMEmbedder(dtype=args.embed_dtype) if args.embedder == "minilm" else HashingEmbedder()
     stages = [
         ModalityFilter(),
         RuleStandardizer(),

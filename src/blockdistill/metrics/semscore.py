@@ -44,12 +44,17 @@ class SentenceEncoder:
     ``local_files_only=True``: nothing is downloaded.
     """
 
-    def __init__(self, path: str | Path, max_length: int = 256, batch_size: int = 32) -> None:
+    def __init__(self, path: str | Path, max_length: int = 256, batch_size: int = 32,
+                 dtype: str = "float32") -> None:
         """
         Args:
             path: directory holding ``config.json``, the weights and the tokenizer files.
             max_length: wordpieces kept per text; longer texts are truncated with a warning.
             batch_size: texts per encoder forward.
+            dtype: compute precision: ``"float32"`` (exact; the default, and what SemScore
+                numbers are reported in), ``"bfloat16"`` (autocast; ~2.5x faster on CPUs with
+                AMX/AVX512-BF16, cosines within ~1e-4) or ``"auto"`` (bfloat16 where the device
+                computes it natively, else float32).
         """
         # Imported here so importing blockdistill.metrics stays cheap for n-gram metrics.
         from transformers import AutoModel, AutoTokenizer
@@ -64,17 +69,29 @@ class SentenceEncoder:
             raise ValueError(
                 f"need max_length >= 2 and batch_size >= 1, got {max_length}, {batch_size}"
             )
-        self.path, self.max_length, self.batch_size = path, max_length, batch_size
+        if dtype not in ("float32", "bfloat16", "auto"):
+            raise ValueError(f"dtype must be 'float32', 'bfloat16' or 'auto', got {dtype!r}")
+        self.path, self.max_length, self.batch_size, self.dtype = path, max_length, batch_size, dtype
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = (
             AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
         )
 
+    def compute_dtype(self, device: torch.device | str = "cpu") -> torch.dtype:
+        """The precision :meth:`encode` runs in on ``device`` (resolves ``"auto"``)."""
+        if self.dtype == "auto":
+            return torch.bfloat16 if native_bf16(device) else torch.float32
+        return getattr(torch, self.dtype)
+
     @torch.no_grad()
     def encode(self, texts: Sequence[str], device: torch.device | str = "cpu") -> Tensor:
-        """Embeds texts: list of N str -> float32 tensor (N, hidden), rows of unit L2 norm."""
+        """Embeds texts: list of N str -> float32 tensor (N, hidden), rows of unit L2 norm.
+
+        Texts are batched in order of length (little padding), and returned in input order.
+        """
         self.model.to(device)
-        lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=False)["input_ids"]]
+        texts = list(texts)
+        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False)["input_ids"]]
         too_long = sum(n > self.max_length for n in lengths)
         if too_long:
             warnings.warn(
@@ -82,22 +99,40 @@ class SentenceEncoder:
                 "wordpieces and are truncated before embedding",
                 stacklevel=3,
             )
-        out = []
+        if not texts:
+            return torch.zeros(0, self.model.config.hidden_size, device=device)
+        dtype = self.compute_dtype(device)
+        device_type = torch.device(device).type
+        order = sorted(range(len(texts)), key=lengths.__getitem__)
+        out = torch.empty(len(texts), self.model.config.hidden_size, device=device)
         for start in range(0, len(texts), self.batch_size):
+            idx = order[start : start + self.batch_size]
             batch = self.tokenizer(
-                list(texts[start : start + self.batch_size]),
+                [texts[i] for i in idx],
                 padding=True,
                 truncation=True,
                 max_length=self.max_length,
                 return_tensors="pt",
             ).to(device)
-            hidden = self.model(**batch).last_hidden_state  # (B, T, H)
+            with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
+                hidden = self.model(**batch).last_hidden_state  # (B, T, H)
+            hidden = hidden.float()
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out.append(F.normalize(mean.float(), dim=-1))
-        if not out:
-            return torch.zeros(0, self.model.config.hidden_size, device=device)
-        return torch.cat(out)
+            out[torch.tensor(idx, device=device)] = F.normalize(mean, dim=-1)
+        return out
+
+
+def native_bf16(device: torch.device | str = "cpu") -> bool:
+    """Whether ``device`` computes bfloat16 matmuls natively (CUDA with bf16 support, or a CPU
+    with AVX512-BF16 / AMX), so bf16 autocast is a speed-up rather than an emulation."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    return False
 
 
 class SemScore(Metric):
