@@ -30,7 +30,8 @@ COLUMNS: dict[str, list[str]] = {
     "decode": ["model", "L", "batch", "method", "tokens_per_s", "tokens_per_s_decode", "tpf", "nfe",
                "vs_ar", "fused_vs_unfused"],
     "decode.limits": ["model", "L", "fused_vs_ar", "fused_vs_ar_limit", "fraction_of_ar_limit",
-                      "fused_vs_unfused", "fused_vs_unfused_limit_exact", "fraction_of_unfused_limit_exact"],
+                      "fused_vs_unfused", "fused_vs_unfused_limit", "fraction_of_unfused_limit",
+                      "fused_vs_unfused_limit_exact", "fraction_of_unfused_limit_exact"],
     "train_rad_vs_dup": ["layout", "P", "R", "L", "tokens", "wall_s", "peak_mem_bytes", "attention_pairs"],
     "attention_backends": ["slots", "backend", "mode", "density", "attn_s", "vs_sdpa", "mask_build_s", "compile_s",
                            "mask_bytes", "peak_mem_bytes", "max_abs_diff_vs_sdpa", "agrees"],
@@ -114,7 +115,10 @@ def _script_section(name: str, data: dict[str, Any], level: str) -> str:
         out.append("Settings: " + ", ".join(f"`{k}={v}`" for k, v in shown.items()) + "\n")
     out.append(table(data.get("rows", []), COLUMNS.get(name)))
     if name == "decode" and data.get("limits"):
-        out.append("\nBatch 1, decode-throughput ratios against the limits set by one forward's cost:\n")
+        out.append("\nBatch 1, decode-throughput ratios against the limits set by one forward's cost "
+                   "(`fused_vs_unfused_limit` = 2 t(L) / t(2L), the conventional bound, assumes both unfused "
+                   "passes cost a forward with the LM head; `_exact` uses the measured cost of the unfused "
+                   "write pass, which skips the head):\n")
         out.append(table(data["limits"], COLUMNS["decode.limits"]))
     if isinstance(data.get("summary"), dict):
         s = {k: v for k, v in data["summary"].items() if not isinstance(v, (dict, list))}

@@ -59,6 +59,9 @@ class DataSection:
     """Tiny BPE vocabulary size."""
     cache_samples: bool = True
     """Process every study once and keep it in memory (small data); false: process on access."""
+    num_workers: int = 0
+    """DataLoader worker processes for training and collection (0: load in the main process, right for
+    cached in-memory samples; raise it with ``cache_samples: false`` so image decoding keeps up with GPUs)."""
 
     def __post_init__(self) -> None:
         _check(self.source in ("synthetic", "records"), "data.source", f"must be synthetic or records, got {self.source!r}")
@@ -70,6 +73,7 @@ class DataSection:
         _check(self.n_eval_zh >= 0, "data.n_eval_zh", f"must be >= 0, got {self.n_eval_zh}")
         _check(0 <= self.zh_fraction <= 1, "data.zh_fraction", f"must be in [0, 1], got {self.zh_fraction}")
         _check(self.image_size >= 32, "data.image_size", f"must be >= 32, got {self.image_size}")
+        _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
 
 
 @dataclass
@@ -104,10 +108,21 @@ class RADSection:
     """Optimiser."""
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(max_steps=150))
     """Trainer."""
+    max_steps_by_size: dict[int, int] = field(default_factory=dict)
+    """Optional ``{block_size: max_steps}`` overriding ``trainer.max_steps`` for some sizes (e.g. a
+    shorter run for a model that only serves as a reference row)."""
     freeze_vision: bool = True
     """Freeze the vision encoder and projector, as in the paper."""
 
+    def steps_for(self, size: int) -> int:
+        """``max_steps`` of the block-size-``size`` model."""
+        return self.max_steps_by_size.get(size, self.trainer.max_steps)
+
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.max_steps_by_size) - set(self.block_sizes))
+        _check(not unknown, "rad.max_steps_by_size", f"names block sizes {unknown} that rad.block_sizes does not train")
+        _check(all(v >= 1 for v in self.max_steps_by_size.values()), "rad.max_steps_by_size",
+               f"steps must be >= 1, got {self.max_steps_by_size}")
         _check(len(self.block_sizes) >= 1 and all(b >= 1 for b in self.block_sizes), "rad.block_sizes",
                f"must be a non-empty list of sizes >= 1, got {self.block_sizes}")
         _check(self.layout in ("rad", "full_dup"), "rad.layout", f"must be rad or full_dup, got {self.layout!r}")

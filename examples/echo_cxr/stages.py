@@ -65,7 +65,7 @@ def stage_curate(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
 def _datamodule(ws: Workspace, block_size: int, eos: int, pad: int, batch_size: int) -> BlockDataModule:
     coll = BlockCollator(block_size, eos, pad, max_length=ws.cfg.model.max_position_embeddings
                          if ws.cfg.model.kind == "tiny" else None)
-    return BlockDataModule(ws.samples("train"), coll, batch_size=batch_size)
+    return BlockDataModule(ws.samples("train"), coll, batch_size=batch_size, num_workers=ws.cfg.data.num_workers)
 
 
 def _fit(system: L.LightningModule, dm: BlockDataModule, tcfg: TrainerConfig) -> float:
@@ -114,7 +114,7 @@ def stage_rad(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
             freeze_vision(model)
         bd: BlockDiffusionLM = wrap_for_stage(model, tok, BlockConfig(block_size=size, shift=cfg.rad.shift))
         dm = _datamodule(ws, size, bd.spec.eos_token_id, bd.spec.pad_token_id, cfg.rad.batch_size)
-        tcfg = _trainer_cfg(cfg.rad.trainer, ws, name)
+        tcfg = _trainer_cfg(replace(cfg.rad.trainer, max_steps=cfg.rad.steps_for(size)), ws, name)
         wall = _fit(RADSystem(bd.train(), cfg.rad.optim, cfg.rad.noise, cfg.rad.layout, seed=cfg.seed), dm, tcfg)
         bd.save_pretrained(ws.model_dir(name), tokenizer=tok)
         (ws.root / name / "DONE").write_text(json.dumps({"wall_s": wall}))

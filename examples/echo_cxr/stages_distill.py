@@ -67,7 +67,7 @@ def stage_collect(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
         filters.append(UnfinishedFilter())
     out_dir = ws.traj_dir(c.block_size)
     dm = PromptDataModule(prompts, pad_token_id=teacher.spec.pad_token_id, batch_size=c.batch_size,
-                          skip_done_in=out_dir, ids=prompts.ids)
+                          skip_done_in=out_dir, ids=prompts.ids, num_workers=cfg.data.num_workers)
     system = CollectSystem(teacher, policy=ConfidenceThreshold(d.tau), top_k=d.top_k,
                            max_new_tokens=d.max_new_tokens, cache=d.cache, record_first_step=d.record_first_step)
     writer = TrajectoryWriter(out_dir, shard_size=c.shard_size, filter=combine_filters(filters) if filters else None,
@@ -99,7 +99,7 @@ def stage_dcd(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
         raise RuntimeError(f"{ws.traj_dir(size)} holds no trajectories (all dropped as degenerate?); see its "
                            "manifest.json, and train the teacher longer or relax collect.decode.repetition_*")
     loader = DataLoader(data, batch_size=c.batch_size, shuffle=True, drop_last=len(data) >= c.batch_size,
-                        collate_fn=partial(collate_records, pad_token_id=teacher.spec.pad_token_id))
+                        num_workers=cfg.data.num_workers, collate_fn=partial(collate_records, pad_token_id=teacher.spec.pad_token_id))
     name = f"dcd_L{size}"
     tcfg = _trainer_cfg(c.trainer, ws, name)
     wall = _fit(system, loader, tcfg)

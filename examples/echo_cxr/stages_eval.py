@@ -104,7 +104,7 @@ def training_settings(cfg: EchoConfig) -> list[dict[str, Any]]:
     rows = [{"model": "ECHO_AR", "stage": "1: AR continued pre-training", "steps": cfg.ar.trainer.max_steps,
              "batch": cfg.ar.batch_size, "lr": cfg.ar.optim.lr, "details": "next-token CE on the response"}]
     for size in cfg.rad.block_sizes:
-        rows.append({"model": f"ECHO_Base L={size}", "stage": "2: RAD", "steps": cfg.rad.trainer.max_steps,
+        rows.append({"model": f"ECHO_Base L={size}", "stage": "2: RAD", "steps": cfg.rad.steps_for(size),
                      "batch": cfg.rad.batch_size, "lr": cfg.rad.optim.lr,
                      "details": f"from ECHO_AR; shift={cfg.rad.shift}, layout={cfg.rad.layout}, vision frozen"})
     d, c = cfg.dcd.distill, cfg.collect

@@ -61,6 +61,10 @@ def test_bad_echo_config_values_name_the_field():
         load_echo_config(CONFIGS / "tiny", all_stages=True, overrides=["data.zh_fraction=2"])
     with pytest.raises(ConfigError, match="^rad.blok_sizes"):
         load_echo_config(CONFIGS / "tiny", all_stages=True, overrides=["rad.blok_sizes=[4]"])
+    with pytest.raises(ConfigError, match="^data.num_workers"):
+        load_echo_config(CONFIGS / "tiny", all_stages=True, overrides=["data.num_workers=-1"])
+    with pytest.raises(ConfigError, match="^rad.max_steps_by_size"):
+        load_echo_config(CONFIGS / "tiny", all_stages=True, overrides=["rad.max_steps_by_size={16: 3}"])
 
 
 def test_tiny_config_mrope_sections_fit_the_head_dim():
@@ -108,6 +112,7 @@ def test_smoke_pipeline_runs_every_stage_and_writes_every_artefact(tmp_path):
     report = (run_dir / "report.md").read_text()
     assert "Quality against speed" in report and "base_onestep_L8" in report
     assert "## How each model was trained" in report and "target=" in report
+    assert "| ECHO_Base L=4 | 2: RAD | 2 |" in report  # rad.max_steps_by_size
     for png in ("quality_vs_speed.png", "metrics.png", "per_finding.png", "training.png"):
         assert (run_dir / "plots" / png).stat().st_size > 1000, png
     # idempotent: a rerun skips every finished stage

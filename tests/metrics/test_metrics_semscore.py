@@ -85,9 +85,23 @@ def test_bad_arguments_are_named(minilm: SentenceEncoder, tmp_path) -> None:
 def test_length_sorted_batches_keep_input_order(minilm: SentenceEncoder, iu_pairs) -> None:
     """encode batches texts by length; rows still come back in input order, equal to one-by-one."""
     texts = [t for t in iu_pairs[0][:12]][::-1] + ["No effusion."]
-    batched = minilm.encode(texts)
-    single = torch.cat([minilm.encode([t]) for t in texts])
+    batched = SentenceEncoder(bundled_minilm_path()).encode(texts)
+    one_by_one = SentenceEncoder(bundled_minilm_path(), batch_size=1)
+    single = torch.cat([one_by_one.encode([t]) for t in texts])
     assert torch.allclose(batched, single, atol=1e-5)
+
+
+def test_each_distinct_text_is_embedded_once(iu_pairs) -> None:
+    enc = SentenceEncoder(bundled_minilm_path())
+    seen: list[int] = []
+    enc.model.register_forward_hook(lambda mod, args, kwargs, out: seen.append(kwargs["input_ids"].shape[0]),
+                                    with_kwargs=True)
+    refs = list(dict.fromkeys(iu_pairs[0]))[:10]
+    first = enc.encode(refs + refs[:3])  # 10 distinct texts
+    assert sum(seen) == 10
+    again = enc.encode(refs[::-1] + ["A new report."])  # only the new text is embedded
+    assert sum(seen) == 11
+    assert torch.equal(again[:10], first[:10].flip(0))
 
 
 def test_bfloat16_autocast_stays_close(minilm: SentenceEncoder, iu_pairs) -> None:

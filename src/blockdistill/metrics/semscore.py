@@ -45,7 +45,7 @@ class SentenceEncoder:
     """
 
     def __init__(self, path: str | Path, max_length: int = 256, batch_size: int = 32,
-                 dtype: str = "float32") -> None:
+                 dtype: str = "float32", memo_size: int = 100_000) -> None:
         """
         Args:
             path: directory holding ``config.json``, the weights and the tokenizer files.
@@ -55,6 +55,7 @@ class SentenceEncoder:
                 numbers are reported in), ``"bfloat16"`` (autocast; ~2.5x faster on CPUs with
                 AMX/AVX512-BF16, cosines within ~1e-4) or ``"auto"`` (bfloat16 where the device
                 computes it natively, else float32).
+            memo_size: distinct texts whose embeddings are kept (the memo is cleared when full).
         """
         # Imported here so importing blockdistill.metrics stays cheap for n-gram metrics.
         from transformers import AutoModel, AutoTokenizer
@@ -72,6 +73,8 @@ class SentenceEncoder:
         if dtype not in ("float32", "bfloat16", "auto"):
             raise ValueError(f"dtype must be 'float32', 'bfloat16' or 'auto', got {dtype!r}")
         self.path, self.max_length, self.batch_size, self.dtype = path, max_length, batch_size, dtype
+        self.memo_size = memo_size
+        self._memo: dict[str, Tensor] = {}
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = (
             AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
@@ -87,24 +90,35 @@ class SentenceEncoder:
     def encode(self, texts: Sequence[str], device: torch.device | str = "cpu") -> Tensor:
         """Embeds texts: list of N str -> float32 tensor (N, hidden), rows of unit L2 norm.
 
-        Texts are batched in order of length (little padding), and returned in input order.
+        Each distinct text is embedded once per encoder: embeddings are memoised (up to
+        ``memo_size`` texts), so references shared by several systems, and repeated reports,
+        cost nothing the second time. New texts are batched in order of length (little
+        padding); rows come back in input order.
         """
-        self.model.to(device)
         texts = list(texts)
+        todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if todo:
+            self._embed(todo, device)
+        hidden = self.model.config.hidden_size
+        if not texts:
+            return torch.zeros(0, hidden, device=device)
+        return torch.stack([self._memo[t] for t in texts]).to(device)
+
+    def _embed(self, texts: list[str], device: torch.device | str) -> None:
+        self.model.to(device)
         lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False)["input_ids"]]
         too_long = sum(n > self.max_length for n in lengths)
         if too_long:
             warnings.warn(
                 f"SemScore: {too_long} of {len(texts)} texts exceed max_length={self.max_length} "
                 "wordpieces and are truncated before embedding",
-                stacklevel=3,
+                stacklevel=4,
             )
-        if not texts:
-            return torch.zeros(0, self.model.config.hidden_size, device=device)
         dtype = self.compute_dtype(device)
         device_type = torch.device(device).type
         order = sorted(range(len(texts)), key=lengths.__getitem__)
-        out = torch.empty(len(texts), self.model.config.hidden_size, device=device)
+        if len(self._memo) + len(texts) > self.memo_size:
+            self._memo.clear()
         for start in range(0, len(texts), self.batch_size):
             idx = order[start : start + self.batch_size]
             batch = self.tokenizer(
@@ -119,8 +133,8 @@ class SentenceEncoder:
             hidden = hidden.float()
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out[torch.tensor(idx, device=device)] = F.normalize(mean, dim=-1)
-        return out
+            for i, row in zip(idx, F.normalize(mean, dim=-1).cpu()):
+                self._memo[texts[i]] = row
 
 
 def native_bf16(device: torch.device | str = "cpu") -> bool:
