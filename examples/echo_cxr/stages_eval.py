@@ -102,14 +102,14 @@ def stage_eval(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
 def training_settings(cfg: EchoConfig) -> list[dict[str, Any]]:
     """One row per trained model: what produced it (for the report)."""
     rows = [{"model": "ECHO_AR", "stage": "1: AR continued pre-training", "steps": cfg.ar.trainer.max_steps,
-             "batch": cfg.ar.batch_size, "lr": cfg.ar.optim.lr, "details": "next-token CE on the response"}]
+             "batch": cfg.ar.batch_size, "lr": f"{cfg.ar.optim.lr:g}", "details": "next-token CE on the response"}]
     for size in cfg.rad.block_sizes:
         rows.append({"model": f"ECHO_Base L={size}", "stage": "2: RAD", "steps": cfg.rad.steps_for(size),
-                     "batch": cfg.rad.batch_size, "lr": cfg.rad.optim.lr,
+                     "batch": cfg.rad.batch_size, "lr": f"{cfg.rad.optim.lr:g}",
                      "details": f"from ECHO_AR; shift={cfg.rad.shift}, layout={cfg.rad.layout}, vision frozen"})
     d, c = cfg.dcd.distill, cfg.collect
     rows.append({"model": f"ECHO L={c.block_size}", "stage": "3: DCD", "steps": cfg.dcd.trainer.max_steps,
-                 "batch": cfg.dcd.batch_size, "lr": cfg.dcd.optim.lr,
+                 "batch": cfg.dcd.batch_size, "lr": f"{cfg.dcd.optim.lr:g}",
                  "details": f"from ECHO_Base L={c.block_size} on {c.n_prompts} teacher trajectories (tau "
                             f"{c.decode.tau}); target={d.target}, schedule={d.schedule}, divergence={d.divergence}, "
                             f"lambda_eos={d.lambda_eos}"})
