@@ -122,3 +122,12 @@ def test_dedup_embedder_is_the_semscore_encoder(minilm: SentenceEncoder, iu_pair
     assert emb.params()["dtype"] == "float32"
     assert emb(texts).dtype == "float32"
     assert torch.allclose(torch.from_numpy(emb(texts)), minilm.encode(texts), atol=1e-6)
+
+
+def test_a_full_memo_starts_over_without_losing_rows(minilm: SentenceEncoder, iu_pairs) -> None:
+    texts = list(dict.fromkeys(iu_pairs[0]))[:6]
+    small = SentenceEncoder(bundled_minilm_path(), memo_size=4)
+    small.encode(texts[:3])
+    got = small.encode(texts[:2] + texts[3:5])  # 3 memoised + 2 new > 4: cleared, then all 4 embedded
+    assert torch.allclose(got, minilm.encode(texts[:2] + texts[3:5]), atol=1e-5)
+    assert len(small._memo) == 4

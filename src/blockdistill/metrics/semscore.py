@@ -66,9 +66,10 @@ class SentenceEncoder:
                 f"encoder_path={str(path)!r} is not a Hugging Face model directory "
                 "(expected a config.json there)"
             )
-        if max_length < 2 or batch_size < 1:
+        if max_length < 2 or batch_size < 1 or memo_size < 1:
             raise ValueError(
-                f"need max_length >= 2 and batch_size >= 1, got {max_length}, {batch_size}"
+                f"need max_length >= 2, batch_size >= 1 and memo_size >= 1, got {max_length}, "
+                f"{batch_size}, {memo_size}"
             )
         if dtype not in ("float32", "bfloat16", "auto"):
             raise ValueError(f"dtype must be 'float32', 'bfloat16' or 'auto', got {dtype!r}")
@@ -97,6 +98,9 @@ class SentenceEncoder:
         """
         texts = list(texts)
         todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if todo and len(self._memo) + len(todo) > self.memo_size:
+            self._memo.clear()  # full: start over, keeping this call's texts together
+            todo = list(dict.fromkeys(texts))
         if todo:
             self._embed(todo, device)
         hidden = self.model.config.hidden_size
@@ -117,8 +121,6 @@ class SentenceEncoder:
         dtype = self.compute_dtype(device)
         device_type = torch.device(device).type
         order = sorted(range(len(texts)), key=lengths.__getitem__)
-        if len(self._memo) + len(texts) > self.memo_size:
-            self._memo.clear()
         for start in range(0, len(texts), self.batch_size):
             idx = order[start : start + self.batch_size]
             batch = self.tokenizer(
