@@ -83,9 +83,7 @@ class SentenceEncoder:
 
     def compute_dtype(self, device: torch.device | str = "cpu") -> torch.dtype:
         """The precision :meth:`encode` runs in on ``device`` (resolves ``"auto"``)."""
-        if self.dtype == "auto":
-            return torch.bfloat16 if native_bf16(device) else torch.float32
-        return getattr(torch, self.dtype)
+        return resolve_dtype(self.dtype, device)
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str], device: torch.device | str = "cpu") -> Tensor:
@@ -137,6 +135,14 @@ class SentenceEncoder:
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             for i, row in zip(idx, F.normalize(mean, dim=-1).cpu()):
                 self._memo[texts[i]] = row
+
+
+def resolve_dtype(dtype: str, device: torch.device | str = "cpu") -> torch.dtype:
+    """``"float32"``/``"bfloat16"`` as torch dtypes; ``"auto"`` is bfloat16 where ``device``
+    computes it natively (:func:`native_bf16`), else float32."""
+    if dtype == "auto":
+        return torch.bfloat16 if native_bf16(device) else torch.float32
+    return getattr(torch, dtype)
 
 
 def native_bf16(device: torch.device | str = "cpu") -> bool:

@@ -67,9 +67,9 @@ class MiniLMEmbedder:
         return self._encoder
 
     def params(self) -> dict[str, Any]:
-        from blockdistill.metrics.semscore import native_bf16
+        from blockdistill.metrics.semscore import resolve_dtype
 
-        dtype = self.dtype if self.dtype != "auto" else ("bfloat16" if native_bf16("cpu") else "float32")
+        dtype = str(resolve_dtype(self.dtype, "cpu")).removeprefix("torch.")
         return {"embedder": "hf-mean-pool", "model_path": str(self.model_path or bundled_minilm_path()),
                 "max_length": self.max_length, "dtype": dtype}
 
