@@ -80,6 +80,12 @@ def stage_collect(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
             "skipped_as_done": dm.num_skipped}
 
 
+def _on_policy(cfg: EchoConfig) -> dict[str, Any]:
+    """On-policy steps relabel the student's decodes the way the teacher collected (``collect.decode``)."""
+    d = cfg.collect.decode
+    return dict(max_new_tokens=d.max_new_tokens, policy=ConfidenceThreshold(d.tau), top_k=d.top_k)
+
+
 def stage_dcd(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
     """DCD phase 2: the one-step student (ECHO) from the teacher's weights, on its trajectories."""
     c, dist = cfg.dcd, cfg.dcd.distill
@@ -91,7 +97,9 @@ def stage_dcd(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
     system = DCDSystem.from_teacher(
         teacher, c.optim, online=False, target=target_builder(dist.target),
         schedule=schedule_from_name(dist.schedule, dist.power),
-        divergence=divergence_from_name(dist.divergence, dist.jsd_beta), lambda_eos=dist.lambda_eos)
+        divergence=divergence_from_name(dist.divergence, dist.jsd_beta), lambda_eos=dist.lambda_eos,
+        on_policy=_on_policy(cfg) if dist.on_policy_fraction > 0 else None,
+        on_policy_fraction=dist.on_policy_fraction, on_policy_start=dist.on_policy_start)
     if c.freeze_vision:
         freeze_vision(system.student.model)
     data = TrajectoryDataset(ws.traj_dir(size))

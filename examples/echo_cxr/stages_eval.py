@@ -112,7 +112,9 @@ def training_settings(cfg: EchoConfig) -> list[dict[str, Any]]:
                  "batch": cfg.dcd.batch_size, "lr": f"{cfg.dcd.optim.lr:g}",
                  "details": f"from ECHO_Base L={c.block_size} on {c.n_prompts} teacher trajectories (tau "
                             f"{c.decode.tau}); target={d.target}, schedule={d.schedule}, divergence={d.divergence}, "
-                            f"lambda_eos={d.lambda_eos}"})
+                            f"lambda_eos={d.lambda_eos}"
+                            + (f"; on-policy (student decodes, teacher relabels) on {d.on_policy_fraction:g} of the "
+                               f"steps from step {d.on_policy_start}" if d.on_policy_fraction > 0 else "")})
     return rows
 
 

@@ -97,6 +97,14 @@ def _yaml(cfg) -> str:
     return to_yaml(cfg)
 
 
+def _on_policy_kwargs(cfg: DCDTrainConfig) -> dict:
+    """The relabeller decodes like the teacher did when collecting (``decode``)."""
+    from blockdistill.sampling.policies import ConfidenceThreshold
+
+    return dict(max_new_tokens=cfg.decode.max_new_tokens, policy=ConfidenceThreshold(cfg.decode.tau),
+                top_k=cfg.decode.top_k)
+
+
 def _divergence(d: DistillConfig):
     from blockdistill.losses.distill import divergence_from_name
 
@@ -121,20 +129,26 @@ def train_dcd(cfg: DCDTrainConfig) -> None:
     pad = teacher.spec.pad_token_id
     parts = dict(target=target_builder(cfg.distill.target),
                  schedule=schedule_from_name(cfg.distill.schedule, cfg.distill.power),
-                 divergence=_divergence(cfg.distill), lambda_eos=cfg.distill.lambda_eos)
+                 divergence=_divergence(cfg.distill), lambda_eos=cfg.distill.lambda_eos,
+                 on_policy_fraction=cfg.distill.on_policy_fraction, on_policy_start=cfg.distill.on_policy_start)
     if cfg.trajectories is not None:
         records = TrajectoryDataset(cfg.trajectories, verify=cfg.verify_checksums)
         if len(records) == 0:
             raise ConfigError(f"trajectories: {cfg.trajectories} holds no records")
         dm = BlockDataModule(records, functools.partial(collate_records, pad_token_id=pad),
                              batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
-        # Offline, the loaded weights are the teacher's: train them directly (no second copy in memory).
-        system = DCDSystem(teacher.train().requires_grad_(True), cfg.optim, **parts)
+        if cfg.distill.on_policy_fraction > 0:  # the teacher relabels the student's decodes: keep both
+            system = DCDSystem.from_teacher(teacher, cfg.optim, online=False, on_policy=_on_policy_kwargs(cfg), **parts)
+        else:
+            # Offline, the loaded weights are the teacher's: train them directly (no second copy in memory).
+            system = DCDSystem(teacher.train().requires_grad_(True), cfg.optim, **parts)
     else:
         dm = PromptDataModule(_prompts(cfg, tok), pad_token_id=pad, batch_size=cfg.data.batch_size,
                               num_workers=cfg.data.num_workers, shuffle=True)
         collect_kw = {**_collector_kwargs(cfg.decode), "filter": _filter(cfg.decode)}
-        system = DCDSystem.from_teacher(teacher, cfg.optim, online=True, collect=collect_kw, **parts)
+        system = DCDSystem.from_teacher(teacher, cfg.optim, online=True, collect=collect_kw,
+                                        on_policy=_on_policy_kwargs(cfg) if cfg.distill.on_policy_fraction > 0 else None,
+                                        **parts)
     if cfg.trainer.gradient_checkpointing:
         system.student.model.gradient_checkpointing_enable()
     trainer = build_trainer(cfg.trainer)

@@ -9,6 +9,7 @@ build different training sequences from the same trajectories.
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from blockdistill import BlockDiffusionLM
 from blockdistill.config import OptimConfig, TrainerConfig, load_config
 from blockdistill.distill import (
     DCDTrainConfig,
+    DistillConfig,
     FirstStepTarget,
     OnlineCollector,
     TrajectoryCollector,
@@ -180,3 +182,53 @@ def test_online_degenerate_rows_stay_in_the_batch_but_not_in_the_loss() -> None:
     assert batch.dropped.tolist() == [True, False] and batch.meta == {"dropped": 1}
     assert not batch.kl_mask[0].any() and not batch.eos_mask[0].any()
     assert batch.kl_mask[1].any()
+
+
+def test_on_policy_steps_train_on_the_students_decodes_relabelled_by_the_teacher(tmp_path) -> None:
+    """Offline batches in; on the scheduled steps the batch becomes the student's one-step decode
+    of the same prompts with the teacher's relabelling; the teacher stays frozen and out of the
+    checkpoint."""
+    from blockdistill.distill.relabel import relabel_blocks, rollout_streams
+    from blockdistill.lightning import BlockDataModule
+
+    teacher = make_teacher()
+    rows = prompts(6)
+    records = TrajectoryCollector(teacher, max_new_tokens=10).collect(collate_prompts(rows, teacher.spec.pad_token_id))
+    before = copy.deepcopy(teacher.state_dict())
+    system = DCDSystem.from_teacher(teacher, OptimConfig(lr=1e-2, warmup_ratio=0.0), online=False,
+                                    on_policy={"max_new_tokens": 10}, on_policy_fraction=0.5, on_policy_start=1)
+    assert [system.is_on_policy_step(s) for s in range(6)] == [False, False, True, False, True, False]
+    seen = []
+    original = system.on_policy_batch
+    system.on_policy_batch = lambda batch: seen.append(batch) or original(batch)  # type: ignore[method-assign]
+    trainer = build_trainer(TrainerConfig(max_steps=4, accelerator="cpu", default_root_dir=str(tmp_path),
+                                          enable_progress_bar=False, save_every_n_steps=1))
+    dm = BlockDataModule(records, functools.partial(collate_records, pad_token_id=teacher.spec.pad_token_id),
+                         batch_size=3)
+    trainer.fit(system, dm)
+    assert len(seen) == 1  # step 2 of 0..3
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, before[k])
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert not any(k.startswith(("on_policy.", "collector.")) for k in ckpt["state_dict"])
+    # The on-policy batch is exactly: the student's decode, the teacher's relabelling.
+    batch = seen[0]
+    out = system.on_policy_batch(batch)
+    ids, seq = rollout_streams(system.student, batch.prompts(teacher.spec.pad_token_id), 10)
+    assert torch.equal(out.input_ids, ids)
+    lab = relabel_blocks(teacher, ids, batch.prompt_lens, seq)
+    assert torch.equal(out.tokens, lab.tokens)
+
+
+def test_on_policy_options_are_validated() -> None:
+    from blockdistill.config import ConfigError
+
+    with pytest.raises(ValueError, match="on_policy="):
+        DCDSystem(make_teacher(), OptimConfig(), on_policy_fraction=0.5)
+    with pytest.raises(ValueError, match="on_policy_fraction"):
+        DCDSystem.from_teacher(make_teacher(), OptimConfig(), online=False, on_policy={"max_new_tokens": 4},
+                               on_policy_fraction=1.5)
+    with pytest.raises(ConfigError, match="distill.on_policy_fraction"):
+        DistillConfig(on_policy_fraction=-0.1)
+    with pytest.raises(ConfigError, match="distill.on_policy_start"):
+        DistillConfig(on_policy_start=-1)

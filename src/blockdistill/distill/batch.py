@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from blockdistill.distill.dists import TokenDists
+from blockdistill.distill.prompts import PromptBatch
 from blockdistill.distill.records import TrajectoryRecord
 from blockdistill.families import VisionInputs
 
@@ -98,6 +99,14 @@ class DistillBatch:
         (one-step inference: the prompt tail stays visible, the rest of each block is masks)."""
         idx = torch.arange(self.input_ids.shape[1], device=self.input_ids.device)[None]
         return (idx >= self.prompt_lens[:, None]) & (idx < self.seq_lens[:, None])
+
+    def prompts(self, pad_token_id: int | None = None) -> PromptBatch:
+        """The batch's prompts (with their images), e.g. for the student to decode on-policy."""
+        pad = self.eos_token_id if pad_token_id is None else pad_token_id
+        p = int(self.prompt_lens.max())
+        ids = self.input_ids[:, :p]
+        ids = torch.where(torch.arange(p, device=ids.device)[None] < self.prompt_lens[:, None], ids, pad)
+        return PromptBatch(ids, self.prompt_lens, list(self.example_ids), self.vision, self.image_rows)
 
     def to(self, device: torch.device | str) -> DistillBatch:
         def mv(t):

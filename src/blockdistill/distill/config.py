@@ -83,6 +83,12 @@ class DistillConfig:
     """Interpolation of the generalized JSD: 0 = forward KL, 1 = reverse KL."""
     lambda_eos: float = 1.0
     """Weight of the EOS cross-entropy over EOS-padding positions (relative to one response token)."""
+    on_policy_fraction: float = 0.0
+    """Share of training steps (from ``on_policy_start``) whose batch is the student's own one-step
+    decode of the same prompts, every block relabelled by the teacher after the student's prefix
+    (DAgger against exposure bias; :mod:`blockdistill.distill.relabel`). 0 = off."""
+    on_policy_start: int = 0
+    """First global step that may be on-policy."""
 
     def __post_init__(self) -> None:
         _check(self.target in _TARGETS, "distill.target", f"must be one of {_TARGETS}, got {self.target!r}")
@@ -92,6 +98,9 @@ class DistillConfig:
         _check(self.lambda_eos >= 0, "distill.lambda_eos", f"must be >= 0, got {self.lambda_eos}")
         _check(self.power >= 0, "distill.power", f"must be >= 0, got {self.power}")
         _check(bool(self.schedule), "distill.schedule", "must be non-empty")
+        _check(0.0 <= self.on_policy_fraction <= 1.0, "distill.on_policy_fraction",
+               f"must be in [0, 1], got {self.on_policy_fraction}")
+        _check(self.on_policy_start >= 0, "distill.on_policy_start", f"must be >= 0, got {self.on_policy_start}")
 
 
 @dataclass

@@ -9,6 +9,12 @@ Batches are either :class:`~blockdistill.distill.batch.DistillBatch` (offline: c
 records) or :class:`~blockdistill.distill.prompts.PromptBatch` (online: the frozen teacher
 decodes them inside the step through an :class:`OnlineCollector`).
 
+On-policy steps (``on_policy=StudentRolloutCollector(teacher, ...)``, ``on_policy_fraction``):
+a fraction of the training batches is replaced by the student's own one-step decode of the
+same prompts, with every block relabelled by the teacher given the student's prefix (DAgger;
+:mod:`blockdistill.distill.relabel`), so the student also learns from the contexts it will
+read at inference.
+
 Example::
 
     system = DCDSystem.from_teacher(teacher, OptimConfig(lr=1e-5), online=True, top_k=64)
@@ -18,6 +24,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 from torch import Tensor
@@ -27,6 +34,7 @@ from blockdistill.config import OptimConfig
 from blockdistill.distill.batch import DistillBatch
 from blockdistill.distill.collectors import OnlineCollector
 from blockdistill.distill.prompts import PromptBatch
+from blockdistill.distill.relabel import StudentRolloutCollector
 from blockdistill.distill.schedules import Schedule, proportional, step_weights
 from blockdistill.distill.targets import CommitStepTarget, TargetBuilder
 from blockdistill.lightning.common import StageSystem
@@ -54,32 +62,53 @@ class DCDSystem(StageSystem):
         schedule: step-weight schedule (default: proportional to the commit step).
         divergence: per-position divergence (default: forward KL).
         lambda_eos: weight of the EOS cross-entropy.
+        on_policy: the frozen teacher's relabeller of student decodes (None: no on-policy steps).
+        on_policy_fraction: share of training steps, from ``on_policy_start`` on, that train on
+            the student's own decodes (spread evenly: step ``s`` is on-policy when
+            ``floor((s + 1 - start) * f) > floor((s - start) * f)``).
+        on_policy_start: first global step that may be on-policy (let the student learn the
+            teacher's contexts first).
     """
 
     def __init__(self, student: BlockDiffusionLM, optim: OptimConfig, *, collector: OnlineCollector | None = None,
                  target: TargetBuilder | None = None, schedule: Schedule = proportional,
-                 divergence: Divergence = forward_kl, lambda_eos: float = 1.0) -> None:
+                 divergence: Divergence = forward_kl, lambda_eos: float = 1.0,
+                 on_policy: StudentRolloutCollector | None = None, on_policy_fraction: float = 0.0,
+                 on_policy_start: int = 0) -> None:
         super().__init__(student, optim)
+        if not 0.0 <= on_policy_fraction <= 1.0:
+            raise ValueError(f"on_policy_fraction must be in [0, 1], got {on_policy_fraction}")
+        if on_policy_fraction > 0 and on_policy is None:
+            raise ValueError("on_policy_fraction > 0 needs on_policy=StudentRolloutCollector(teacher, ...)")
+        if on_policy_start < 0:
+            raise ValueError(f"on_policy_start must be >= 0, got {on_policy_start}")
         self.collector = collector
+        self.on_policy, self.on_policy_fraction, self.on_policy_start = on_policy, on_policy_fraction, on_policy_start
         self.target = target if target is not None else CommitStepTarget()
         self.schedule, self.divergence, self.lambda_eos = schedule, divergence, lambda_eos
         # The teacher is not saved in checkpoints, so its keys are legitimately absent on load.
         self.strict_loading = False
         self.save_hyperparameters({"dcd": {"target": _name(self.target), "schedule": _name(schedule),
                                            "divergence": _name(divergence), "lambda_eos": lambda_eos,
-                                           "online": collector is not None}})
+                                           "online": collector is not None,
+                                           "on_policy_fraction": on_policy_fraction,
+                                           "on_policy_start": on_policy_start}})
 
     @classmethod
     def from_teacher(cls, teacher: BlockDiffusionLM, optim: OptimConfig, *, online: bool,
-                     collect: dict[str, Any] | None = None, **kwargs: Any) -> DCDSystem:
+                     collect: dict[str, Any] | None = None, on_policy: dict[str, Any] | None = None,
+                     **kwargs: Any) -> DCDSystem:
         """The student is a deep copy of ``teacher``. ``online=True`` keeps the teacher (frozen)
         for in-step collection with ``collect`` options (see :class:`OnlineCollector`);
-        ``online=False`` drops it (offline records carry everything the loss needs)."""
+        ``online=False`` drops it (offline records carry everything the loss needs) unless
+        ``on_policy`` options are given (see :class:`StudentRolloutCollector`): the teacher then
+        relabels the student's decodes on the on-policy steps."""
         student = copy.deepcopy(teacher)
         student.requires_grad_(True)
         student.train()
         collector = OnlineCollector(teacher, **(collect or {})) if online else None
-        return cls(student, optim, collector=collector, **kwargs)
+        relabeller = StudentRolloutCollector(teacher, **on_policy) if on_policy is not None else None
+        return cls(student, optim, collector=collector, on_policy=relabeller, **kwargs)
 
     @property
     def student(self) -> BlockDiffusionLM:
@@ -97,6 +126,24 @@ class DCDSystem(StageSystem):
                                 "(online) or train on collated trajectory records (offline)")
             return self.collector(batch)
         return batch
+
+    def is_on_policy_step(self, step: int) -> bool:
+        """Whether global step ``step`` trains on the student's own decodes."""
+        s, f = step - self.on_policy_start, self.on_policy_fraction
+        return self.on_policy is not None and s >= 0 and math.floor((s + 1) * f) > math.floor(s * f)
+
+    def training_step(self, batch: DistillBatch | PromptBatch, batch_idx: int) -> Tensor | None:
+        if self.is_on_policy_step(self.global_step):
+            batch = self.on_policy_batch(self.distill_batch(batch))
+            self.log("train/on_policy_relabel_forwards", float(batch.meta.get("relabel_forwards", 0)),
+                     batch_size=len(batch))
+        return super().training_step(batch, batch_idx)
+
+    def on_policy_batch(self, batch: DistillBatch) -> DistillBatch:
+        """The student decodes ``batch``'s prompts one step per block; the teacher relabels each block."""
+        if self.on_policy is None:
+            raise TypeError("this DCDSystem has no on-policy relabeller; pass on_policy=")
+        return self.on_policy(self.student, batch.prompts(self.student.spec.pad_token_id))
 
     def compute_loss(self, batch: DistillBatch | PromptBatch) -> tuple[Tensor, dict[str, float]]:
         batch = self.distill_batch(batch)
@@ -119,7 +166,7 @@ class DCDSystem(StageSystem):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("state_dict", {})
-        for key in [k for k in state if k.startswith("collector.")]:
+        for key in [k for k in state if k.startswith(("collector.", "on_policy."))]:
             del state[key]
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):

@@ -1,0 +1,258 @@
+"""On-policy DCD: the teacher relabels every block of the student's own decodes.
+
+Offline DCD trains the one-step student on the teacher's trajectories, so block ``k`` is always
+learnt after the *teacher's* blocks ``< k``. At inference the student reads its *own* earlier
+blocks, and its errors compound (exposure bias). The fix is DAgger's: decode prompts with the
+student, then ask the teacher what it would have written in each block given the student's
+prefix, and train on that.
+
+:func:`relabel_blocks` computes those answers for every block of a batch of clean streams *at
+once*: the RAD layout (DESIGN.md §2) already conditions each noisy block on the clean blocks
+before it, so one forward denoises all blocks in parallel, each exactly as the sequential
+sampler would denoise it after that prefix (same policy, same commit order, same ties). The
+clean streams' KV is computed once and cached; each of the at most ``L`` steps then runs only
+the noisy copy (decoding a stream's ``m`` blocks one after another would take up to ``m * L``
+forwards). On the teacher's own decode it reproduces the teacher's tokens (tested).
+
+:class:`StudentRolloutCollector` wraps rollout + relabelling into a :class:`DistillBatch` whose
+clean streams are the student's and whose targets are the teacher's, for
+:class:`~blockdistill.lightning.dcd.DCDSystem` (``on_policy=...``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from blockdistill.adapter import BlockDiffusionLM
+from blockdistill.distill.batch import DistillBatch
+from blockdistill.distill.dists import TokenDists
+from blockdistill.distill.prompts import PromptBatch
+from blockdistill.families import VisionInputs
+from blockdistill.attention import render_mask
+from blockdistill.layout import clean_layout, padding_mask, rad_layout, response_block_start
+from blockdistill.sampling.block import block_generate
+from blockdistill.sampling.hf import HFDenoiser
+from blockdistill.sampling.policies import ConfidenceThreshold, OneStep, UnmaskPolicy
+
+__all__ = ["Relabel", "StudentRolloutCollector", "relabel_blocks", "rollout_streams"]
+
+
+@dataclass
+class Relabel:
+    """The teacher's decode of every generated block, packed like :class:`DistillBatch` ``(B, G)``."""
+
+    gen_index: Tensor
+    """Long ``(B, G)``: clean index ``P + g`` (``P`` on padding)."""
+    gen_valid: Tensor
+    """Bool ``(B, G)``."""
+    tokens: Tensor
+    """Long ``(B, G)``: the teacher's committed token at each generated position."""
+    commit_step: Tensor
+    """Long ``(B, G)``: step of its block at which it was committed (1 on padding)."""
+    block_steps: Tensor
+    """Long ``(B, G)``: steps its block took (1 on padding)."""
+    target: TokenDists
+    """``(B, G)`` rows of the teacher at the commit step (top-k when asked)."""
+    forwards: int
+    """Teacher forwards used (<= L)."""
+
+
+@torch.no_grad()
+def relabel_blocks(teacher: BlockDiffusionLM, input_ids: Tensor, prompt_lens: Tensor, seq_lens: Tensor,
+                   vision: VisionInputs | None = None, *, policy: UnmaskPolicy | None = None,
+                   top_k: int | None = None) -> Relabel:
+    """Decode every generated block of each clean stream with ``teacher``, all blocks at once.
+
+    Block ``k`` of row ``b`` is denoised from all-masks (the prompt tail stays visible in the
+    first block) given ``input_ids[b]``'s clean blocks before it, with ``policy`` (default:
+    confidence threshold 0.85): exactly what ``block_generate`` would commit in that block after
+    that prefix. The streams' own tokens in the block being decoded are never shown.
+
+    Args:
+        input_ids: long ``(B, n)`` clean streams (prompt + generated blocks), right-padded.
+        prompt_lens, seq_lens: ``(B,)``; every ``seq_lens`` is a block boundary.
+        top_k: keep the teacher's commit rows as top-k (None: full rows).
+    """
+    policy = policy if policy is not None else ConfidenceThreshold()
+    spec = teacher.spec
+    L, dev = spec.block_size, input_ids.device
+    if bool((seq_lens % L).any()):
+        raise ValueError(f"clean streams must end on a block boundary (block size {L}), got lengths "
+                         f"{seq_lens.tolist()}")
+    if bool((seq_lens <= prompt_lens).any()):
+        raise ValueError("every stream needs at least one generated position (seq_lens > prompt_lens)")
+    b, n = input_ids.shape
+    glen = seq_lens - prompt_lens
+    g_max = int(glen.max())
+    ar_g = torch.arange(g_max, device=dev)[None]
+    gen_valid = ar_g < glen[:, None]
+    gen_index = torch.where(gen_valid, prompt_lens[:, None] + ar_g, prompt_lens[:, None])
+    # Grid of whole blocks from each row's first response block: (B, NB * L) slots.
+    start = response_block_start(prompt_lens, L)
+    slot = (gen_index - start[:, None]).masked_fill(~gen_valid, 0)
+    nb = -(-int((seq_lens - start).max()) // L)
+
+    def grid(values: Tensor, fill) -> Tensor:
+        return _scatter_valid(torch.full((b, nb * L), fill, dtype=values.dtype, device=dev), slot, values, gen_valid)
+
+    ctx = _CleanContext(teacher, input_ids, prompt_lens, seq_lens, vision)
+    pending = gen_valid.clone()
+    shown = input_ids.clone()  # tokens the noisy copy shows where it is not masked
+    tokens = torch.full((b, g_max), spec.eos_token_id, dtype=torch.long, device=dev)
+    step_of = torch.ones(b, g_max, dtype=torch.long, device=dev)
+    rows: TokenDists | None = None
+    forwards = 0
+    for step in range(1, L + 1):
+        if not bool(pending.any()):
+            break
+        masked = _scatter_valid(torch.zeros(b, n, dtype=torch.bool, device=dev), gen_index, pending, gen_valid)
+        logits = ctx.logits(masked, shown, gen_index)
+        forwards += 1
+        logits[..., spec.mask_token_id] = float("-inf")
+        top, tok = logits.max(-1)  # first maximum on ties, like the sampler
+        conf = torch.exp(top - torch.logsumexp(logits, -1)) if policy.needs_confidence else None
+        cand = grid(pending, False).view(b * nb, L)
+        conf_g = None if conf is None else grid(conf, 0.0).view(b * nb, L)
+        commit_g = policy(conf_g, cand, step) & cand
+        commit = commit_g.view(b, nb * L).gather(1, slot) & pending
+        tokens = torch.where(commit, tok, tokens)
+        step_of = torch.where(commit, step, step_of)
+        new = TokenDists.from_probs(torch.softmax(logits, -1), top_k)
+        rows = new if rows is None else _where(commit, new, rows)
+        shown = _scatter_valid(shown, gen_index, tok, commit)
+        pending = pending & ~commit
+    if bool(pending.any()):  # a policy that commits nothing leaves masks behind
+        raise RuntimeError(f"policy {policy!r} left masked positions after {L} steps")
+    per_block = grid(step_of, 1).view(b, nb, L).amax(-1)
+    block_steps = per_block.gather(1, slot // L)
+    assert rows is not None
+    return Relabel(gen_index, gen_valid, tokens, torch.where(gen_valid, step_of, 1),
+                   torch.where(gen_valid, block_steps, 1), rows, forwards)
+
+
+class _CleanContext:
+    """The RAD view of fixed clean streams with their KV cached: the clean stream runs once, then
+    each call runs only the noisy copy (block-causal rules of DESIGN.md §2, the same slots and
+    masks as :meth:`BlockDiffusionLM.diffusion_logits`)."""
+
+    def __init__(self, bd: BlockDiffusionLM, input_ids: Tensor, prompt_lens: Tensor, seq_lens: Tensor,
+                 vision: VisionInputs | None) -> None:
+        from transformers import DynamicCache
+
+        b, n = input_ids.shape
+        L = bd.spec.block_size
+        self.bd, self.n, self.input_ids = bd, n, input_ids
+        self.lay = rad_layout(prompt_lens, seq_lens, L, width=n)
+        self.clean = bd.embed(input_ids, vision)
+        pos_clean, _ = bd.positions(input_ids, padding_mask(seq_lens, n), vision)
+        self.pos = self.lay.positions(pos_clean)
+        self.cache = DynamicCache(config=bd.family.text_config(bd.model))
+        self.hidden_clean = bd.run(self.clean, pos_clean, clean_layout(seq_lens, L, width=n), cache=self.cache)
+        self.nidx = self.lay.clean_index[:, n:]
+        self.q = self.nidx.shape[1]
+        self.mask = render_mask(self.lay, bd.attn_backend, self.clean.dtype, num_queries=self.q)
+        self.embed_tokens = bd.family.input_embeddings(bd.model)
+
+    def logits(self, masked: Tensor, shown: Tensor, targets: Tensor) -> Tensor:
+        """``(B, K, V)`` logits at clean indices ``targets``; the noisy copy masks ``masked`` and shows
+        ``shown`` elsewhere (the clean embedding, image features included, where it equals the stream)."""
+        bd, n, nidx, valid = self.bd, self.n, self.nidx, self.lay.valid[:, self.n:]
+        noisy = self.clean.gather(1, nidx[..., None].expand(-1, -1, self.clean.shape[-1]))
+        ids = shown.gather(1, nidx)
+        own = (ids != self.input_ids.gather(1, nidx)) & valid
+        if bool(own.any()):
+            noisy = torch.where(own[..., None], self.embed_tokens(ids).to(noisy.dtype), noisy)
+        noisy = torch.where((masked.gather(1, nidx) & valid)[..., None], bd.mask_embedding().to(noisy.dtype), noisy)
+        hidden = bd.run(noisy, self.pos[..., n:], None, num_queries=self.q, cache=self.cache, attn_mask=self.mask)
+        self.cache.crop(-self.q)  # back to the clean stream for the next step
+        hidden = torch.cat([self.hidden_clean, hidden], 1)
+        slots = self.lay.prediction_slot(targets, bd.spec.shift)
+        return bd.logits(hidden.gather(1, slots[..., None].expand(-1, -1, hidden.shape[-1])))
+
+
+def _scatter_valid(dst: Tensor, index: Tensor, src: Tensor, valid: Tensor) -> Tensor:
+    """``dst`` with ``src`` written at ``index`` where ``valid`` (along dim 1). Invalid entries go to
+    a scratch column, so padding that shares an index with a real entry never overwrites it."""
+    out = torch.cat([dst, dst[:, :1]], 1)
+    out = out.scatter(1, torch.where(valid, index, dst.shape[1]), src.to(dst.dtype))
+    return out[:, :-1].contiguous()
+
+
+def _where(cond: Tensor, a: TokenDists, b: TokenDists) -> TokenDists:
+    """Row-wise select between two TokenDists of the same form."""
+    c = cond[..., None]
+    if a.is_topk:
+        return TokenDists(a.vocab_size, indices=torch.where(c, a.indices, b.indices),
+                          values=torch.where(c, a.values, b.values), leftover=torch.where(cond, a.leftover, b.leftover))
+    return TokenDists.full(torch.where(c, a.probs, b.probs))
+
+
+@torch.no_grad()
+def rollout_streams(student: BlockDiffusionLM, prompts: PromptBatch, max_new_tokens: int,
+                    policy: UnmaskPolicy | None = None, cache: str = "fused") -> tuple[Tensor, Tensor]:
+    """The student's decode of ``prompts`` as clean streams ``(input_ids (B, n), seq_lens (B,))``:
+    prompt + generated tokens, EOS-padded to the block boundary (DESIGN.md §2)."""
+    was_training = student.training
+    student.eval()
+    try:
+        out = block_generate(HFDenoiser(student), prompts.prompt_ids, prompts.prompt_lens, prompts.vision,
+                             policy=policy if policy is not None else OneStep(), cache=cache,
+                             max_new_tokens=max_new_tokens)
+    finally:
+        student.train(was_training)
+    spec, L = student.spec, student.spec.block_size
+    P = prompts.prompt_lens
+    glen = torch.tensor([max(int(s.shape[0]), 1) for s in out.sequences], device=P.device)
+    seq = -(-(P + glen) // L) * L
+    ids = torch.full((len(P), int(seq.max())), spec.pad_token_id, dtype=torch.long, device=P.device)
+    for i, s in enumerate(out.sequences):
+        p, m = int(P[i]), int(seq[i])
+        ids[i, :p] = prompts.prompt_ids[i, :p]
+        ids[i, p:m] = spec.eos_token_id
+        ids[i, p:p + s.shape[0]] = s
+    return ids, seq
+
+
+class StudentRolloutCollector(nn.Module):
+    """DAgger for DCD: prompts in, a :class:`DistillBatch` out whose clean streams are the
+    student's own one-step decodes and whose targets are the teacher's relabelling of each block.
+
+    The teacher is frozen and stays in eval mode. The batch's ``response_lens`` is the teacher's
+    first EOS: positions up to it carry its tokens, later ones are trained towards EOS (the
+    teacher would have stopped there).
+    """
+
+    def __init__(self, teacher: BlockDiffusionLM, *, max_new_tokens: int, policy: UnmaskPolicy | None = None,
+                 top_k: int | None = None) -> None:
+        super().__init__()
+        teacher.requires_grad_(False)
+        teacher.eval()
+        self.teacher = teacher
+        self.max_new_tokens, self.policy, self.top_k = max_new_tokens, policy, top_k
+
+    def train(self, mode: bool = True) -> StudentRolloutCollector:
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def forward(self, student: BlockDiffusionLM, prompts: PromptBatch) -> DistillBatch:
+        spec = self.teacher.spec
+        if student.spec.block_size != spec.block_size:
+            raise ValueError(f"student block size {student.spec.block_size} != teacher's {spec.block_size}")
+        ids, seq = rollout_streams(student, prompts, self.max_new_tokens)
+        lab = relabel_blocks(self.teacher, ids, prompts.prompt_lens, seq, prompts.vision, policy=self.policy,
+                             top_k=self.top_k)
+        is_eos = (lab.tokens == spec.eos_token_id) & lab.gen_valid
+        glen = lab.gen_valid.sum(1)
+        first = torch.where(is_eos, torch.arange(is_eos.shape[1], device=ids.device)[None], is_eos.shape[1])
+        response_lens = torch.minimum(first.min(1).values, glen)
+        return DistillBatch(
+            example_ids=list(prompts.example_ids), input_ids=ids, prompt_lens=prompts.prompt_lens, seq_lens=seq,
+            response_lens=response_lens, gen_index=lab.gen_index, gen_valid=lab.gen_valid, tokens=lab.tokens,
+            commit_step=lab.commit_step, block_steps=lab.block_steps, target=lab.target, block_size=spec.block_size,
+            eos_token_id=spec.eos_token_id, vision=prompts.vision, image_rows=prompts.image_rows,
+            meta={"relabel_forwards": lab.forwards},
+        )
