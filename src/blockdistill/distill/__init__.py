@@ -28,6 +28,7 @@ from blockdistill.distill.filters import (
 )
 from blockdistill.distill.prompts import PromptBatch, collate_prompts, read_prompts
 from blockdistill.distill.records import TrajectoryRecord, load_records, save_records
+from blockdistill.distill.relabel import StudentRolloutCollector, relabel_blocks, rollout_streams
 from blockdistill.distill.schedules import (
     Schedule,
     power,
@@ -47,9 +48,10 @@ from blockdistill.distill.writer import CorruptShardError, ShardWriter, done_ids
 
 __all__ = [
     "CollectConfig", "CommitStepTarget", "CorruptShardError", "DCDTrainConfig", "DistillBatch", "DistillConfig", "FirstStepTarget", "HardTokenTarget",
-    "OnlineCollector", "PromptBatch", "RepetitionFilter", "Schedule", "ShardWriter", "TargetBuilder",
+    "OnlineCollector", "PromptBatch", "RepetitionFilter", "Schedule", "ShardWriter", "StudentRolloutCollector",
+    "TargetBuilder",
     "TokenDists", "TrajectoryCollector", "TrajectoryDataset", "TrajectoryFilter", "TrajectoryRecord",
     "UnfinishedFilter", "as_denoiser", "collate_prompts", "collate_records", "combine_filters", "done_ids",
     "finalize_manifest", "load_records", "power", "proportional", "record_from_trace", "save_records",
-    "read_prompts", "schedule_from_name", "step_weights", "TeacherDecodeConfig", "target_builder", "uniform", "verify_collection",
+    "read_prompts", "relabel_blocks", "rollout_streams", "schedule_from_name", "step_weights", "TeacherDecodeConfig", "target_builder", "uniform", "verify_collection",
 ]

@@ -21,49 +21,28 @@ clean streams are the student's and whose targets are the teacher's, for
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
 from blockdistill.adapter import BlockDiffusionLM
+from blockdistill.attention import render_mask
 from blockdistill.distill.batch import DistillBatch
 from blockdistill.distill.dists import TokenDists
 from blockdistill.distill.prompts import PromptBatch
 from blockdistill.families import VisionInputs
-from blockdistill.attention import render_mask
 from blockdistill.layout import clean_layout, padding_mask, rad_layout, response_block_start
 from blockdistill.sampling.block import block_generate
 from blockdistill.sampling.hf import HFDenoiser
 from blockdistill.sampling.policies import ConfidenceThreshold, OneStep, UnmaskPolicy
 
-__all__ = ["Relabel", "StudentRolloutCollector", "relabel_blocks", "rollout_streams"]
-
-
-@dataclass
-class Relabel:
-    """The teacher's decode of every generated block, packed like :class:`DistillBatch` ``(B, G)``."""
-
-    gen_index: Tensor
-    """Long ``(B, G)``: clean index ``P + g`` (``P`` on padding)."""
-    gen_valid: Tensor
-    """Bool ``(B, G)``."""
-    tokens: Tensor
-    """Long ``(B, G)``: the teacher's committed token at each generated position."""
-    commit_step: Tensor
-    """Long ``(B, G)``: step of its block at which it was committed (1 on padding)."""
-    block_steps: Tensor
-    """Long ``(B, G)``: steps its block took (1 on padding)."""
-    target: TokenDists
-    """``(B, G)`` rows of the teacher at the commit step (top-k when asked)."""
-    forwards: int
-    """Teacher forwards used (<= L)."""
+__all__ = ["StudentRolloutCollector", "relabel_blocks", "rollout_streams"]
 
 
 @torch.no_grad()
 def relabel_blocks(teacher: BlockDiffusionLM, input_ids: Tensor, prompt_lens: Tensor, seq_lens: Tensor,
-                   vision: VisionInputs | None = None, *, policy: UnmaskPolicy | None = None,
-                   top_k: int | None = None) -> Relabel:
+                   vision: VisionInputs | None = None, *, image_rows: Tensor | None = None,
+                   example_ids: list[str] | None = None, policy: UnmaskPolicy | None = None,
+                   top_k: int | None = None) -> DistillBatch:
     """Decode every generated block of each clean stream with ``teacher``, all blocks at once.
 
     Block ``k`` of row ``b`` is denoised from all-masks (the prompt tail stays visible in the
@@ -74,7 +53,14 @@ def relabel_blocks(teacher: BlockDiffusionLM, input_ids: Tensor, prompt_lens: Te
     Args:
         input_ids: long ``(B, n)`` clean streams (prompt + generated blocks), right-padded.
         prompt_lens, seq_lens: ``(B,)``; every ``seq_lens`` is a block boundary.
+        image_rows: long ``(num_images,)``: row of each image (carried into the batch).
+        example_ids: row ids (default: the row numbers).
         top_k: keep the teacher's commit rows as top-k (None: full rows).
+    Returns:
+        A :class:`DistillBatch` whose clean streams are ``input_ids`` and whose ``tokens``,
+        ``commit_step``, ``block_steps`` and ``target`` are the teacher's decode of each block;
+        ``response_lens`` is the teacher's first EOS (later positions train towards EOS: the
+        teacher would have stopped there); ``meta["relabel_forwards"]`` counts its forwards (<= L).
     """
     policy = policy if policy is not None else ConfidenceThreshold()
     spec = teacher.spec
@@ -129,8 +115,16 @@ def relabel_blocks(teacher: BlockDiffusionLM, input_ids: Tensor, prompt_lens: Te
     per_block = grid(step_of, 1).view(b, nb, L).amax(-1)
     block_steps = per_block.gather(1, slot // L)
     assert rows is not None
-    return Relabel(gen_index, gen_valid, tokens, torch.where(gen_valid, step_of, 1),
-                   torch.where(gen_valid, block_steps, 1), rows, forwards)
+    is_eos = (tokens == spec.eos_token_id) & gen_valid
+    first_eos = torch.where(is_eos, ar_g, g_max).min(1).values
+    return DistillBatch(
+        example_ids=list(example_ids) if example_ids is not None else [str(i) for i in range(b)],
+        input_ids=input_ids, prompt_lens=prompt_lens, seq_lens=seq_lens,
+        response_lens=torch.minimum(first_eos, glen), gen_index=gen_index, gen_valid=gen_valid, tokens=tokens,
+        commit_step=torch.where(gen_valid, step_of, 1), block_steps=torch.where(gen_valid, block_steps, 1),
+        target=rows, block_size=L, eos_token_id=spec.eos_token_id, vision=vision, image_rows=image_rows,
+        meta={"relabel_forwards": forwards},
+    )
 
 
 class _CleanContext:
@@ -243,16 +237,6 @@ class StudentRolloutCollector(nn.Module):
         if student.spec.block_size != spec.block_size:
             raise ValueError(f"student block size {student.spec.block_size} != teacher's {spec.block_size}")
         ids, seq = rollout_streams(student, prompts, self.max_new_tokens)
-        lab = relabel_blocks(self.teacher, ids, prompts.prompt_lens, seq, prompts.vision, policy=self.policy,
-                             top_k=self.top_k)
-        is_eos = (lab.tokens == spec.eos_token_id) & lab.gen_valid
-        glen = lab.gen_valid.sum(1)
-        first = torch.where(is_eos, torch.arange(is_eos.shape[1], device=ids.device)[None], is_eos.shape[1])
-        response_lens = torch.minimum(first.min(1).values, glen)
-        return DistillBatch(
-            example_ids=list(prompts.example_ids), input_ids=ids, prompt_lens=prompts.prompt_lens, seq_lens=seq,
-            response_lens=response_lens, gen_index=lab.gen_index, gen_valid=lab.gen_valid, tokens=lab.tokens,
-            commit_step=lab.commit_step, block_steps=lab.block_steps, target=lab.target, block_size=spec.block_size,
-            eos_token_id=spec.eos_token_id, vision=prompts.vision, image_rows=prompts.image_rows,
-            meta={"relabel_forwards": lab.forwards},
-        )
+        return relabel_blocks(self.teacher, ids, prompts.prompt_lens, seq, prompts.vision,
+                              image_rows=prompts.image_rows, example_ids=list(prompts.example_ids),
+                              policy=self.policy, top_k=self.top_k)
