@@ -9,6 +9,11 @@ runs after a warm-up. ``forward_cost`` times one cached forward over 1, L and 2L
 (context = prompt + half the generation) in the same run; they bound what caching can give:
 fused/AR <= L * t(1) / t(2L) and fused/unfused <= 2 * t(L) / t(2L). Run it alone: the numbers
 are meaningless beside another CPU-heavy process.
+
+``--shift`` decodes with ``shift=True`` (logits at i-1 predict token i), as every model converted
+from an AR checkpoint does (ECHO included). The unfused sampler's block-write pass then runs the
+LM head on one row (the next block's first token); without shift it runs none. ``t_write`` is
+that pass timed as the sampler runs it, and ``(t(L) + t_write) / t(2L)`` the exact bound.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ QUICK_MODELS = {
 METHODS = ("ar", "multistep", "onestep_unfused", "onestep_fused")
 
 
-def build(shape: dict, L: int, device: str, dtype: torch.dtype) -> BlockDiffusionLM:
+def build(shape: dict, L: int, device: str, dtype: torch.dtype, shift: bool = False) -> BlockDiffusionLM:
     """A random-init Qwen2 with one extra row for [MASK] (the last id)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -57,7 +62,8 @@ def build(shape: dict, L: int, device: str, dtype: torch.dtype) -> BlockDiffusio
                       tie_word_embeddings=shape["tie"], initializer_range=0.1)
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(cfg).to(device=device, dtype=dtype).eval()
-    return BlockDiffusionLM(model, BlockSpec(block_size=L, mask_token_id=v, eos_token_id=0, pad_token_id=0))
+    return BlockDiffusionLM(model, BlockSpec(block_size=L, mask_token_id=v, eos_token_id=0, pad_token_id=0,
+                                             shift=shift))
 
 
 def with_block(bd: BlockDiffusionLM, L: int) -> BlockDiffusionLM:
@@ -88,10 +94,10 @@ def measure(method, bd, ids, lens, new, repeats):
 
 @torch.no_grad()
 def forward_cost(bd: BlockDiffusionLM, context: int, tokens: int, repeats: int, device: str,
-                 head: bool = True) -> float:
+                 head_rows: int | None = None) -> float:
     """Median seconds of one cached forward over ``tokens`` new tokens at ``context`` cached
-    tokens, batch 1, LM head on the last min(tokens, L) slots (none when ``head`` is False: a
-    block write pass), through the sampler's own path."""
+    tokens, batch 1, LM head on the last ``head_rows`` slots (default min(tokens, L); a block
+    write pass runs 1 with shift, else 0), through the sampler's own path."""
     den = HFDenoiser(bd)
     L = bd.spec.block_size
     ctx = (context // L) * L
@@ -100,8 +106,8 @@ def forward_cost(bd: BlockDiffusionLM, context: int, tokens: int, repeats: int, 
     state, _ = den.prefill(ids, torch.tensor([ctx + 1], device=device))
     q = torch.randint(0, bd.spec.mask_token_id, (1, tokens), generator=g).to(device)
     idx = torch.arange(ctx, ctx + tokens, device=device)[None]
-    k = min(tokens, L)
-    at = torch.arange(tokens - k, tokens, device=device)[None] if head else None
+    k = min(tokens, L) if head_rows is None else head_rows
+    at = torch.arange(tokens - k, tokens, device=device)[None] if k else None
     # A noisy-only query (append=0) is cropped away afterwards: the cache length stays fixed.
     times = []
     for r in range(repeats + 2):
@@ -125,6 +131,7 @@ def main() -> None:
     ap.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 (GPU default)")
     ap.add_argument("--blocks", default="4,8", help="block sizes L to measure (default 4,8)")
     ap.add_argument("--batches", default="1,8", help="batch sizes to measure (default 1,8)")
+    ap.add_argument("--shift", action="store_true", help="decode with shift=True (AR-converted models, ECHO)")
     args = ap.parse_args()
     threads = set_threads(args.threads)
     device = args.device
@@ -139,7 +146,7 @@ def main() -> None:
     rows, costs, limits = [], [], []
     t_start = time.perf_counter()
     for name in names:
-        base = build(models[name], blocks[0], device, dtype)
+        base = build(models[name], blocks[0], device, dtype, shift=args.shift)
         g = torch.Generator().manual_seed(0)
         for batch in batches:
             ids = torch.randint(0, base.spec.mask_token_id, (batch, prompt), generator=g).to(device)
@@ -159,10 +166,12 @@ def main() -> None:
             t = {n: forward_cost(bd, context, n, max(5, repeats * 3), device) for n in sorted({1, L, 2 * L})}
             for n, sec in t.items():  # the LM head runs on min(n, L) rows, so t(n) depends on L
                 costs.append(dict(model=name, L=L, tokens=n, logit_rows=min(n, L), seconds=sec))
-            t_write = forward_cost(bd, context, L, max(5, repeats * 3), device, head=False)
-            costs.append(dict(model=name, L=L, tokens=L, logit_rows=0, seconds=t_write))
-            # The unfused write pass needs no LM head, so (t(L) + t_write) / t(2L) is the exact
-            # bound for this implementation; 2 t(L) / t(2L) is the conventional one.
+            write_rows = int(args.shift)  # with shift the write pass predicts the next block's first token
+            t_write = forward_cost(bd, context, L, max(5, repeats * 3), device, head_rows=write_rows)
+            costs.append(dict(model=name, L=L, tokens=L, logit_rows=write_rows, seconds=t_write))
+            # The unfused write pass runs the LM head on write_rows rows (not L), so
+            # (t(L) + t_write) / t(2L) is the exact bound for this implementation; 2 t(L) / t(2L)
+            # is the conventional one.
             limits.append(dict(model=name, L=L, fused_vs_ar_limit=L * t[1] / t[2 * L],
                                fused_vs_unfused_limit=2 * t[L] / t[2 * L],
                                fused_vs_unfused_limit_exact=(t[L] + t_write) / t[2 * L]))
@@ -195,6 +204,7 @@ def main() -> None:
                          "fused_vs_unfused", "fused_vs_unfused_limit", "fraction_of_unfused_limit",
                          "fused_vs_unfused_limit_exact", "fraction_of_unfused_limit_exact"])
     config = dict(prompt=prompt, new_tokens=new, repeats=repeats, blocks=list(blocks), batches=list(batches),
+                  shift=args.shift,
                   device=device, dtype=str(dtype), threads=threads, quick=args.quick,
                   models={n: models[n] for n in names})
     write_json(args.out, {"machine": machine_info(), "config": config, "rows": rows, "forward_cost": costs,

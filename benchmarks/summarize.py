@@ -36,8 +36,11 @@ COLUMNS: dict[str, list[str]] = {
     "attention_backends": ["slots", "backend", "mode", "density", "attn_s", "vs_sdpa", "mask_build_s", "compile_s",
                            "mask_bytes", "peak_mem_bytes", "max_abs_diff_vs_sdpa", "agrees"],
 }
+COLUMNS["decode_shift"] = COLUMNS["decode"]
 TITLES = {
     "decode": "Decoding speed: AR, multi-step, one-step unfused and fused (`benchmarks/decode.py`)",
+    "decode_shift": "Decoding speed with shift=True, as AR-converted models (ECHO) decode "
+                    "(`benchmarks/decode.py --shift`)",
     "train_rad_vs_dup": "RAD against full duplication, one training step (`benchmarks/train_rad_vs_dup.py`)",
     "attention_backends": "Attention backends on the RAD mask (`benchmarks/attention_backends.py`)",
 }
@@ -114,11 +117,11 @@ def _script_section(name: str, data: dict[str, Any], level: str) -> str:
         shown = {k: v for k, v in cfg.items() if not isinstance(v, (dict, list)) or k in ("lengths", "blocks")}
         out.append("Settings: " + ", ".join(f"`{k}={v}`" for k, v in shown.items()) + "\n")
     out.append(table(data.get("rows", []), COLUMNS.get(name)))
-    if name == "decode" and data.get("limits"):
+    if name in ("decode", "decode_shift") and data.get("limits"):
         out.append("\nBatch 1, decode-throughput ratios against the limits set by one forward's cost "
                    "(`fused_vs_unfused_limit` = 2 t(L) / t(2L), the conventional bound, assumes both unfused "
-                   "passes cost a forward with the LM head; `_exact` uses the measured cost of the unfused "
-                   "write pass, which skips the head):\n")
+                   "passes cost a forward with the LM head on L rows; `_exact` uses the measured cost of the "
+                   "unfused write pass, which runs the head on no row, or on one with shift):\n")
         out.append(table(data["limits"], COLUMNS["decode.limits"]))
     if isinstance(data.get("summary"), dict):
         s = {k: v for k, v in data["summary"].items() if not isinstance(v, (dict, list))}
