@@ -56,7 +56,10 @@ def test_collect_then_train_offline_and_online(tmp_path, capsys) -> None:
                "decode.repetition_ngram=0"])
     assert rc == 0 and "collected 10 trajectories" in capsys.readouterr().out  # resumed: nothing new
 
-    for mode, extra in (("offline", [f"trajectories={traj}"]), ("online", ["trajectories=null"])):
+    on_policy = ["distill.on_policy_fraction=0.5", "distill.on_policy_start=0"]
+    for mode, extra in (("offline", [f"trajectories={traj}"]), ("online", ["trajectories=null"]),
+                        ("offline_on_policy", [f"trajectories={traj}", *on_policy]),
+                        ("online_on_policy", ["trajectories=null", *on_policy])):
         out = tmp_path / f"student_{mode}"
         rc = main(["train-dcd", "--config", str(ROOT / "configs/tiny/dcd.yaml"), *common, *extra,
                    "trainer.max_steps=2", f"trainer.default_root_dir={tmp_path / mode}", f"output_dir={out}"])
@@ -69,4 +72,5 @@ def test_collect_then_train_offline_and_online(tmp_path, capsys) -> None:
         assert diff, f"{mode}: the student did not move away from the teacher"
         ckpt = torch.load(tmp_path / mode / "checkpoints" / "last.ckpt", weights_only=False)
         assert ckpt["global_step"] == 2
-        assert not any(k.startswith("collector.") for k in ckpt["state_dict"])
+        assert not any(k.startswith(("collector.", "on_policy.")) for k in ckpt["state_dict"])
+        assert ckpt["hyper_parameters"]["dcd"]["on_policy_fraction"] == (0.5 if "on_policy" in mode else 0.0)

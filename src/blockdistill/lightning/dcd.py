@@ -134,16 +134,18 @@ class DCDSystem(StageSystem):
 
     def training_step(self, batch: DistillBatch | PromptBatch, batch_idx: int) -> Tensor | None:
         if self.is_on_policy_step(self.global_step):
-            batch = self.on_policy_batch(self.distill_batch(batch))
+            batch = self.on_policy_batch(batch)
             self.log("train/on_policy_relabel_forwards", float(batch.meta.get("relabel_forwards", 0)),
                      batch_size=len(batch))
         return super().training_step(batch, batch_idx)
 
-    def on_policy_batch(self, batch: DistillBatch) -> DistillBatch:
-        """The student decodes ``batch``'s prompts one step per block; the teacher relabels each block."""
+    def on_policy_batch(self, batch: DistillBatch | PromptBatch) -> DistillBatch:
+        """The student decodes ``batch``'s prompts one step per block; the teacher relabels each block
+        (an online prompt batch is not decoded by the teacher first)."""
         if self.on_policy is None:
             raise TypeError("this DCDSystem has no on-policy relabeller; pass on_policy=")
-        return self.on_policy(self.student, batch.prompts(self.student.spec.pad_token_id))
+        prompts = batch if isinstance(batch, PromptBatch) else batch.prompts(self.student.spec.pad_token_id)
+        return self.on_policy(self.student, prompts)
 
     def compute_loss(self, batch: DistillBatch | PromptBatch) -> tuple[Tensor, dict[str, float]]:
         batch = self.distill_batch(batch)
