@@ -92,7 +92,7 @@ def train_rad(cfg: RADTrainConfig) -> None:
     model = load_backbone(cfg.model, cfg.trainer.seed)
     if cfg.trainer.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    bd: BlockDiffusionLM = wrap_for_stage(model, tok, cfg.block)
+    bd: BlockDiffusionLM = wrap_for_stage(model, tok, cfg.block, allow_block_size_change=True)
     dm = _data(cfg, tok, bd.spec.eos_token_id, bd.spec.pad_token_id, bd.block_size)
     system = RADSystem(bd.train(), cfg.optim, cfg.noise, cfg.layout, seed=cfg.trainer.seed)
     trainer = build_trainer(cfg.trainer)

@@ -28,15 +28,12 @@ __all__ = ["collect", "train_dcd"]
 
 
 def _teacher(cfg, tok):
-    """The teacher as a BlockDiffusionLM, in eval mode; warns if the block size is overridden."""
-    from blockdistill.adapter import CONFIG_KEY, wrap_for_stage
+    """The teacher as a BlockDiffusionLM, in eval mode, with the block rules it was trained with
+    (a mismatching ``block.block_size`` or ``block.shift`` is a ConfigError naming the field)."""
+    from blockdistill.adapter import wrap_for_stage
     from blockdistill.backbones import load_backbone
 
     model = load_backbone(cfg.model, cfg.trainer.seed)
-    stored = getattr(model.config, CONFIG_KEY, None)
-    if stored and stored["block_size"] != cfg.block.block_size:
-        print(f"warning: the teacher was trained with block_size={stored['block_size']} but "
-              f"block.block_size={cfg.block.block_size} is used (set block.block_size to match)")
     return wrap_for_stage(model, tok, cfg.block).eval()
 
 

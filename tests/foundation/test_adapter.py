@@ -96,9 +96,28 @@ def test_mask_token_added_once_with_mean_embedding():
     torch.testing.assert_close(emb[: before.shape[0]], before)
     torch.testing.assert_close(emb[bd.spec.mask_token_id], before.mean(0))
     # wrapping again (e.g. the next stage) reuses the stored token instead of adding another
-    again = wrap_for_stage(model, tok, BlockConfig(block_size=8))
+    again = wrap_for_stage(model, tok, BlockConfig(block_size=8), allow_block_size_change=True)
     assert again.spec.mask_token_id == bd.spec.mask_token_id and again.block_size == 8
     assert model.get_input_embeddings().weight.shape[0] == before.shape[0] + 1
+
+
+def test_wrapping_a_trained_block_model_keeps_its_rules_or_names_the_field():
+    """A stored block model decodes with the rules it was trained with: another block size only
+    where the stage retrains it, never another shift."""
+    from blockdistill.config import ConfigError
+
+    tok, model = tiny_tokenizer(), tiny_qwen2()
+    bd = BlockDiffusionLM.from_causal_lm(model, tok, block_size=4, shift=True)
+    same = wrap_for_stage(model, tok, BlockConfig(block_size=4, shift=True))
+    assert same.spec == bd.spec
+    with pytest.raises(ConfigError, match=r"block\.block_size.*block_size=4"):
+        wrap_for_stage(model, tok, BlockConfig(block_size=8, shift=True))
+    with pytest.raises(ConfigError, match=r"block\.shift.*shift=true"):
+        wrap_for_stage(model, tok, BlockConfig(block_size=4, shift=False))
+    with pytest.raises(ConfigError, match=r"block\.shift"):
+        wrap_for_stage(model, tok, BlockConfig(block_size=8, shift=False), allow_block_size_change=True)
+    retrained = wrap_for_stage(model, tok, BlockConfig(block_size=8, shift=True), allow_block_size_change=True)
+    assert retrained.block_size == 8 and retrained.spec.shift and retrained.spec.mask_token_id == bd.spec.mask_token_id
 
 
 def test_save_and_load_round_trip_keeps_block_rules_and_logits(tmp_path, text_bd):
