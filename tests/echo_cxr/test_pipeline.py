@@ -113,6 +113,9 @@ def test_smoke_pipeline_runs_every_stage_and_writes_every_artefact(tmp_path):
     assert "Quality against speed" in report and "base_onestep_L8" in report
     assert "## How each model was trained" in report and "target=" in report
     assert "| ECHO_Base L=4 | 2: RAD | 2 |" in report  # rad.max_steps_by_size
+    assert "on-policy (student decodes, teacher relabels) on 0.5 of the steps" in report  # smoke dcd.yaml
+    dcd_log = (run_dir / "dcd_L8" / "train" / "logs" / "version_0" / "metrics.csv").read_text()
+    assert "train/on_policy_relabel_forwards" in dcd_log.splitlines()[0]
     for png in ("quality_vs_speed.png", "metrics.png", "per_finding.png", "training.png"):
         assert (run_dir / "plots" / png).stat().st_size > 1000, png
     # idempotent: a rerun skips every finished stage
