@@ -213,14 +213,33 @@ class BlockDiffusionLM(nn.Module):
         valid = padding_mask(seq_lens, n)
         clean = self.embed(input_ids, vision)
         pos_clean, _ = self.positions(input_ids, valid, vision)
-        nidx = lay.clean_index[:, n:]
-        noisy_masked = masked.gather(1, nidx) & lay.valid[:, n:]
+        hidden = self.run(torch.cat([clean, self.noisy_copy(clean, lay, masked)], 1), lay.positions(pos_clean), lay)
+        return self.logits_at(hidden, lay, targets)
+
+    def noisy_copy(self, clean: Tensor, layout: SlotLayout, masked: Tensor, input_ids: Tensor | None = None,
+                   shown: Tensor | None = None) -> Tensor:
+        """Input embeddings ``(B, T - n, D)`` of ``layout``'s noisy slots: the mask embedding at
+        ``masked`` clean indices, else the clean embedding (``clean``, ``(B, n, D)``, image features
+        included). ``shown`` ``(B, n)`` replaces it by a token's embedding wherever it differs from
+        ``input_ids`` (a partly decoded block over a different clean context)."""
+        n = clean.shape[1]
+        nidx, valid = layout.clean_index[:, n:], layout.valid[:, n:]
         noisy = clean.gather(1, nidx[..., None].expand(-1, -1, clean.shape[-1]))
-        noisy = torch.where(noisy_masked[..., None], self.mask_embedding().to(noisy.dtype), noisy)
-        hidden = self.run(torch.cat([clean, noisy], 1), lay.positions(pos_clean), lay)
-        slots = lay.prediction_slot(targets, self.spec.shift)
-        picked = hidden.gather(1, slots[..., None].expand(-1, -1, hidden.shape[-1]))
-        return self.logits(picked)
+        if shown is not None:
+            if input_ids is None:
+                raise ValueError("noisy_copy: shown tokens need the clean input_ids to compare with")
+            ids = shown.gather(1, nidx)
+            own = (ids != input_ids.gather(1, nidx)) & valid
+            if bool(own.any()):
+                noisy = torch.where(own[..., None], self.family.input_embeddings(self.model)(ids).to(noisy.dtype), noisy)
+        return torch.where((masked.gather(1, nidx) & valid)[..., None], self.mask_embedding().to(noisy.dtype), noisy)
+
+    def logits_at(self, hidden: Tensor, layout: SlotLayout, targets: Tensor) -> Tensor:
+        """Logits ``(B, K, V)`` predicting clean indices ``targets`` from ``layout``'s hidden states
+        (``(B, T, D)``; the slot rule, shift included, is :meth:`SlotLayout.prediction_slot`).
+        Only these K rows go through the LM head."""
+        slots = layout.prediction_slot(targets, self.spec.shift)
+        return self.logits(hidden.gather(1, slots[..., None].expand(-1, -1, hidden.shape[-1])))
 
     def clean_logits(self, input_ids: Tensor, seq_lens: Tensor, vision: VisionInputs | None = None,
                      keep: Tensor | None = None, block_size: int | None = None) -> Tensor:

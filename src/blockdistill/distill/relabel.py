@@ -145,26 +145,17 @@ class _CleanContext:
         self.pos = self.lay.positions(pos_clean)
         self.cache = DynamicCache(config=bd.family.text_config(bd.model))
         self.hidden_clean = bd.run(self.clean, pos_clean, clean_layout(seq_lens, L, width=n), cache=self.cache)
-        self.nidx = self.lay.clean_index[:, n:]
-        self.q = self.nidx.shape[1]
+        self.q = self.lay.clean_index.shape[1] - n
         self.mask = render_mask(self.lay, bd.attn_backend, self.clean.dtype, num_queries=self.q)
-        self.embed_tokens = bd.family.input_embeddings(bd.model)
 
     def logits(self, masked: Tensor, shown: Tensor, targets: Tensor) -> Tensor:
         """``(B, K, V)`` logits at clean indices ``targets``; the noisy copy masks ``masked`` and shows
         ``shown`` elsewhere (the clean embedding, image features included, where it equals the stream)."""
-        bd, n, nidx, valid = self.bd, self.n, self.nidx, self.lay.valid[:, self.n:]
-        noisy = self.clean.gather(1, nidx[..., None].expand(-1, -1, self.clean.shape[-1]))
-        ids = shown.gather(1, nidx)
-        own = (ids != self.input_ids.gather(1, nidx)) & valid
-        if bool(own.any()):
-            noisy = torch.where(own[..., None], self.embed_tokens(ids).to(noisy.dtype), noisy)
-        noisy = torch.where((masked.gather(1, nidx) & valid)[..., None], bd.mask_embedding().to(noisy.dtype), noisy)
+        bd, n = self.bd, self.n
+        noisy = bd.noisy_copy(self.clean, self.lay, masked, self.input_ids, shown)
         hidden = bd.run(noisy, self.pos[..., n:], None, num_queries=self.q, cache=self.cache, attn_mask=self.mask)
         self.cache.crop(-self.q)  # back to the clean stream for the next step
-        hidden = torch.cat([self.hidden_clean, hidden], 1)
-        slots = self.lay.prediction_slot(targets, bd.spec.shift)
-        return bd.logits(hidden.gather(1, slots[..., None].expand(-1, -1, hidden.shape[-1])))
+        return bd.logits_at(torch.cat([self.hidden_clean, hidden], 1), self.lay, targets)
 
 
 def _scatter_valid(dst: Tensor, index: Tensor, src: Tensor, valid: Tensor) -> Tensor:
