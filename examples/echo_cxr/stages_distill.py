@@ -18,13 +18,11 @@ from torch.utils.data import DataLoader
 from blockdistill.adapter import BlockDiffusionLM
 from blockdistill.distill.batch import collate_records
 from blockdistill.distill.dataset import TrajectoryDataset
-from blockdistill.distill.filters import RepetitionFilter, UnfinishedFilter, combine_filters
 from blockdistill.distill.schedules import schedule_from_name
 from blockdistill.distill.targets import target_builder
 from blockdistill.lightning.collect import CollectSystem, PromptDataModule, TrajectoryWriter
 from blockdistill.lightning.dcd import DCDSystem
 from blockdistill.losses.distill import divergence_from_name
-from blockdistill.sampling.policies import ConfidenceThreshold
 from examples.echo_cxr.config import EchoConfig
 from examples.echo_cxr.model import freeze_vision
 from examples.echo_cxr.stages import _fit, _trainer_cfg
@@ -60,17 +58,11 @@ def stage_collect(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
     teacher = _teacher(ws, c.block_size)
     prompts = _Prompts(ws.records("dcd"), ws.samples("dcd"))
     d = c.decode
-    filters = []
-    if d.repetition_ngram > 0:
-        filters.append(RepetitionFilter(max_ngram=d.repetition_ngram, repeats=d.repetition_repeats))
-    if d.drop_unfinished:
-        filters.append(UnfinishedFilter())
     out_dir = ws.traj_dir(c.block_size)
     dm = PromptDataModule(prompts, pad_token_id=teacher.spec.pad_token_id, batch_size=c.batch_size,
                           skip_done_in=out_dir, ids=prompts.ids, num_workers=cfg.data.num_workers)
-    system = CollectSystem(teacher, policy=ConfidenceThreshold(d.tau), top_k=d.top_k,
-                           max_new_tokens=d.max_new_tokens, cache=d.cache, record_first_step=d.record_first_step)
-    writer = TrajectoryWriter(out_dir, shard_size=c.shard_size, filter=combine_filters(filters) if filters else None,
+    system = CollectSystem(teacher, **d.collector_kwargs())
+    writer = TrajectoryWriter(out_dir, shard_size=c.shard_size, filter=d.trajectory_filter(),
                               meta={"teacher": str(ws.model_dir(f"rad_L{c.block_size}")), "tau": d.tau})
     trainer = L.Trainer(accelerator=cfg.dcd.trainer.accelerator, devices=1, callbacks=[writer], logger=False,
                         enable_model_summary=False)
@@ -78,12 +70,6 @@ def stage_collect(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
     summary = writer.summary or {}
     return {"examples": summary.get("num_examples"), "dropped": summary.get("num_dropped"),
             "skipped_as_done": dm.num_skipped}
-
-
-def _on_policy(cfg: EchoConfig) -> dict[str, Any]:
-    """On-policy steps relabel the student's decodes the way the teacher collected (``collect.decode``)."""
-    d = cfg.collect.decode
-    return dict(max_new_tokens=d.max_new_tokens, policy=ConfidenceThreshold(d.tau), top_k=d.top_k)
 
 
 def stage_dcd(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
@@ -98,7 +84,7 @@ def stage_dcd(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
         teacher, c.optim, online=False, target=target_builder(dist.target),
         schedule=schedule_from_name(dist.schedule, dist.power),
         divergence=divergence_from_name(dist.divergence, dist.jsd_beta), lambda_eos=dist.lambda_eos,
-        on_policy=_on_policy(cfg) if dist.on_policy_fraction > 0 else None,
+        on_policy=cfg.collect.decode.relabel_kwargs() if dist.on_policy_fraction > 0 else None,
         on_policy_fraction=dist.on_policy_fraction, on_policy_start=dist.on_policy_start)
     if c.freeze_vision:
         freeze_vision(system.student.model)

@@ -21,7 +21,6 @@ from blockdistill.distill.config import (
     CollectConfig,
     DCDTrainConfig,
     DistillConfig,
-    TeacherDecodeConfig,
 )
 
 __all__ = ["collect", "train_dcd"]
@@ -35,24 +34,6 @@ def _teacher(cfg, tok):
 
     model = load_backbone(cfg.model, cfg.trainer.seed)
     return wrap_for_stage(model, tok, cfg.block).eval()
-
-
-def _filter(decode: TeacherDecodeConfig):
-    from blockdistill.distill.filters import RepetitionFilter, UnfinishedFilter, combine_filters
-
-    parts = []
-    if decode.repetition_ngram > 0:
-        parts.append(RepetitionFilter(decode.repetition_ngram, decode.repetition_repeats))
-    if decode.drop_unfinished:
-        parts.append(UnfinishedFilter())
-    return combine_filters(parts) if parts else None
-
-
-def _collector_kwargs(decode: TeacherDecodeConfig) -> dict:
-    from blockdistill.sampling.policies import ConfidenceThreshold
-
-    return dict(policy=ConfidenceThreshold(decode.tau), top_k=decode.top_k, max_new_tokens=decode.max_new_tokens,
-                cache=decode.cache, record_first_step=decode.record_first_step)
 
 
 def _prompts(cfg, tok):
@@ -75,10 +56,10 @@ def collect(cfg: CollectConfig) -> None:
     out = Path(cfg.output_dir)
     dm = PromptDataModule(_prompts(cfg, tok), pad_token_id=teacher.spec.pad_token_id, batch_size=cfg.data.batch_size,
                           num_workers=cfg.data.num_workers, skip_done_in=out, shuffle=False)
-    system = CollectSystem(teacher, **_collector_kwargs(cfg.decode))
+    system = CollectSystem(teacher, **cfg.decode.collector_kwargs())
     meta = {"teacher": cfg.model.pretrained, "block_size": teacher.block_size, "tau": cfg.decode.tau,
             "top_k": cfg.decode.top_k, "max_new_tokens": cfg.decode.max_new_tokens}
-    writer = TrajectoryWriter(out, shard_size=cfg.shard_size, filter=_filter(cfg.decode), meta=meta)
+    writer = TrajectoryWriter(out, shard_size=cfg.shard_size, filter=cfg.decode.trajectory_filter(), meta=meta)
     t = cfg.trainer
     trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, precision=t.precision,
                         callbacks=[writer], logger=False, enable_progress_bar=t.enable_progress_bar,
@@ -92,14 +73,6 @@ def _yaml(cfg) -> str:
     from blockdistill.config import to_yaml
 
     return to_yaml(cfg)
-
-
-def _on_policy_kwargs(cfg: DCDTrainConfig) -> dict:
-    """The relabeller decodes like the teacher did when collecting (``decode``)."""
-    from blockdistill.sampling.policies import ConfidenceThreshold
-
-    return dict(max_new_tokens=cfg.decode.max_new_tokens, policy=ConfidenceThreshold(cfg.decode.tau),
-                top_k=cfg.decode.top_k)
 
 
 def _divergence(d: DistillConfig):
@@ -135,16 +108,16 @@ def train_dcd(cfg: DCDTrainConfig) -> None:
         dm = BlockDataModule(records, functools.partial(collate_records, pad_token_id=pad),
                              batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
         if cfg.distill.on_policy_fraction > 0:  # the teacher relabels the student's decodes: keep both
-            system = DCDSystem.from_teacher(teacher, cfg.optim, online=False, on_policy=_on_policy_kwargs(cfg), **parts)
+            system = DCDSystem.from_teacher(teacher, cfg.optim, online=False, on_policy=cfg.decode.relabel_kwargs(), **parts)
         else:
             # Offline, the loaded weights are the teacher's: train them directly (no second copy in memory).
             system = DCDSystem(teacher.train().requires_grad_(True), cfg.optim, **parts)
     else:
         dm = PromptDataModule(_prompts(cfg, tok), pad_token_id=pad, batch_size=cfg.data.batch_size,
                               num_workers=cfg.data.num_workers, shuffle=True)
-        collect_kw = {**_collector_kwargs(cfg.decode), "filter": _filter(cfg.decode)}
+        collect_kw = {**cfg.decode.collector_kwargs(), "filter": cfg.decode.trajectory_filter()}
         system = DCDSystem.from_teacher(teacher, cfg.optim, online=True, collect=collect_kw,
-                                        on_policy=_on_policy_kwargs(cfg) if cfg.distill.on_policy_fraction > 0 else None,
+                                        on_policy=cfg.decode.relabel_kwargs() if cfg.distill.on_policy_fraction > 0 else None,
                                         **parts)
     if cfg.trainer.gradient_checkpointing:
         system.student.model.gradient_checkpointing_enable()

@@ -65,6 +65,34 @@ class TeacherDecodeConfig:
         _check(self.repetition_repeats >= 2, "decode.repetition_repeats",
                f"must be >= 2, got {self.repetition_repeats}")
 
+    def policy(self):
+        """The teacher's unmasking policy: confidence threshold ``tau``."""
+        from blockdistill.sampling.policies import ConfidenceThreshold
+
+        return ConfidenceThreshold(self.tau)
+
+    def collector_kwargs(self) -> dict:
+        """Options of :class:`~blockdistill.distill.collectors.TrajectoryCollector` (and of the
+        collect/online systems built on it) that decode and record as configured."""
+        return dict(policy=self.policy(), top_k=self.top_k, max_new_tokens=self.max_new_tokens, cache=self.cache,
+                    record_first_step=self.record_first_step)
+
+    def relabel_kwargs(self) -> dict:
+        """Options of :class:`~blockdistill.distill.relabel.StudentRolloutCollector`: on-policy
+        steps relabel the student's decodes the way the teacher collected."""
+        return dict(policy=self.policy(), top_k=self.top_k, max_new_tokens=self.max_new_tokens)
+
+    def trajectory_filter(self):
+        """The degenerate-trajectory filter these settings ask for (None: keep everything)."""
+        from blockdistill.distill.filters import RepetitionFilter, UnfinishedFilter, combine_filters
+
+        parts = []
+        if self.repetition_ngram > 0:
+            parts.append(RepetitionFilter(max_ngram=self.repetition_ngram, repeats=self.repetition_repeats))
+        if self.drop_unfinished:
+            parts.append(UnfinishedFilter())
+        return combine_filters(parts) if parts else None
+
 
 @dataclass
 class DistillConfig:

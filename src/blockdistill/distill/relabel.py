@@ -29,8 +29,15 @@ from blockdistill.attention import render_mask
 from blockdistill.distill.batch import DistillBatch
 from blockdistill.distill.dists import TokenDists
 from blockdistill.distill.prompts import PromptBatch
+from blockdistill.distill.records import response_length
 from blockdistill.families import VisionInputs
-from blockdistill.layout import clean_layout, padding_mask, rad_layout, response_block_start
+from blockdistill.layout import (
+    clean_layout,
+    clean_length,
+    padding_mask,
+    rad_layout,
+    response_block_start,
+)
 from blockdistill.sampling.block import block_generate
 from blockdistill.sampling.hf import HFDenoiser
 from blockdistill.sampling.policies import ConfidenceThreshold, OneStep, UnmaskPolicy
@@ -179,7 +186,8 @@ def _where(cond: Tensor, a: TokenDists, b: TokenDists) -> TokenDists:
 def rollout_streams(student: BlockDiffusionLM, prompts: PromptBatch, max_new_tokens: int,
                     policy: UnmaskPolicy | None = None, cache: str = "fused") -> tuple[Tensor, Tensor]:
     """The student's decode of ``prompts`` as clean streams ``(input_ids (B, n), seq_lens (B,))``:
-    prompt + generated tokens, EOS-padded to the block boundary (DESIGN.md §2)."""
+    prompt + response (up to its first EOS), then EOS to the block boundary, of
+    :func:`~blockdistill.layout.clean_length` (DESIGN.md §2, as every clean stream)."""
     was_training = student.training
     student.eval()
     try:
@@ -188,16 +196,16 @@ def rollout_streams(student: BlockDiffusionLM, prompts: PromptBatch, max_new_tok
                              max_new_tokens=max_new_tokens)
     finally:
         student.train(was_training)
-    spec, L = student.spec, student.spec.block_size
+    spec = student.spec
     P = prompts.prompt_lens
-    glen = torch.tensor([max(int(s.shape[0]), 1) for s in out.sequences], device=P.device)
-    seq = -(-(P + glen) // L) * L
+    resp = torch.tensor([response_length(s, spec.eos_token_id) for s in out.sequences], device=P.device)
+    seq = clean_length(P, resp, spec.block_size)
     ids = torch.full((len(P), int(seq.max())), spec.pad_token_id, dtype=torch.long, device=P.device)
     for i, s in enumerate(out.sequences):
-        p, m = int(P[i]), int(seq[i])
+        p, r = int(P[i]), int(resp[i])
         ids[i, :p] = prompts.prompt_ids[i, :p]
-        ids[i, p:m] = spec.eos_token_id
-        ids[i, p:p + s.shape[0]] = s
+        ids[i, p:int(seq[i])] = spec.eos_token_id
+        ids[i, p:p + r] = s[:r]
     return ids, seq
 
 
