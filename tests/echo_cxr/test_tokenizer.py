@@ -70,6 +70,21 @@ def test_tiny_roundtrip_and_compactness(tiny, seed):
     assert tiny.decode(tiny(odd).input_ids) == odd
 
 
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_tiny_prompt_is_compact(tiny, lang):
+    """The chat prompt opens every sequence, so the corpus weights it like the reports: its words are
+    whole tokens (byte-split, the English prompt's text took 56 tokens), and splitting at special
+    tokens matches how the processor encodes it."""
+    from examples.echo_cxr.data.processor import PROMPTS, prompt_templates, prompt_text_pieces
+
+    head, tail = prompt_templates(PROMPTS[lang])
+    assert tiny(head + tail).input_ids == tiny(head).input_ids + tiny(tail).input_ids
+    pieces = prompt_text_pieces(lang)
+    assert "".join(pieces) == (head + tail).replace("<|im_start|>", "").replace("<|im_end|>", "")
+    text_tokens = sum(len(tiny(p).input_ids) for p in pieces)
+    assert text_tokens <= (30 if lang == "en" else 28), [tiny.decode([i]) for p in pieces for i in tiny(p).input_ids]
+
+
 def test_tiny_cache_is_reused_and_atomic(tmp_path, monkeypatch):
     a = tiny_tokenizer(tmp_path, vocab_size=600, n_reports=100)
     entries = sorted(p.name for p in tmp_path.iterdir())

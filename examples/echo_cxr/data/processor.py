@@ -23,6 +23,7 @@ with this torch). Grayscale is converted to RGB, as the Qwen vision tower expect
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,18 @@ PROMPTS: dict[str, PromptText] = {
 }
 """Per language. The system line stays Qwen2.5-VL's default in both, as its chat template inserts."""
 _HEADERS = {"en": ("Findings: ", "Impression: "), "zh": ("所见：", "印象：")}
+
+
+def prompt_templates(p: PromptText) -> tuple[str, str]:
+    """The chat prompt's text before and after the image tokens (special tokens included)."""
+    return (f"<|im_start|>system\n{p.system}<|im_end|>\n<|im_start|>user\n",
+            f"{p.instruction}<|im_end|>\n<|im_start|>assistant\n")
+
+
+def prompt_text_pieces(language: str = "en") -> list[str]:
+    """The plain-text pieces of the chat prompt, split at special tokens as a tokenizer splits them."""
+    pieces = [piece for text in prompt_templates(PROMPTS[language]) for piece in re.split(r"<\|[a-z_]+\|>", text)]
+    return [piece for piece in pieces if piece]
 
 
 def format_report(findings: str, impression: str, language: str = "en") -> str:
@@ -228,13 +241,13 @@ class CXRProcessor:
         """LongTensor [P]: the chat prompt up to and including ``<|im_start|>assistant\\n``."""
         if language not in self.prompts:
             raise ValueError(f"language={language!r}; expected one of {tuple(self.prompts)}")
-        p = self.prompts[language]
-        ids = self._encode(f"<|im_start|>system\n{p.system}<|im_end|>\n<|im_start|>user\n")
+        head, tail = prompt_templates(self.prompts[language])
+        ids = self._encode(head)
         for grid in image_grid_thw:
             # Pad tokens are appended as ids, not text: encoding n copies of a string is slow at 7B scale.
             ids += [self.ids.vision_start_token_id] + [self.ids.image_token_id] * self.n_image_tokens(grid)
             ids.append(self.ids.vision_end_token_id)
-        ids += self._encode(f"{p.instruction}<|im_end|>\n<|im_start|>assistant\n")
+        ids += self._encode(tail)
         return torch.tensor(ids, dtype=torch.long)
 
     def response_ids(self, findings: str, impression: str, language: str = "en") -> torch.Tensor:

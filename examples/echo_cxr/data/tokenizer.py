@@ -43,7 +43,7 @@ SPECIAL_TOKENS: tuple[str, ...] = (
 gives them ids 0..7; in Qwen's own vocabulary they sit at 151643.. (image_pad = 151655)."""
 EOS_TOKEN = "<|im_end|>"  # Qwen2.5-VL-Instruct ends an assistant turn with <|im_end|>
 PAD_TOKEN = "<|endoftext|>"
-TINY_TOKENIZER_VERSION = 1  # bump when the corpus or training recipe changes (invalidates caches)
+TINY_TOKENIZER_VERSION = 2  # bump when the corpus or training recipe changes (invalidates caches)
 
 
 @dataclass(frozen=True)
@@ -164,14 +164,23 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 1024, min_frequ
 
 
 def synthetic_corpus(n_reports: int = 2000, seed: int = 0) -> list[str]:
-    """Training text for the tiny tokenizer: formatted en + zh + raw reports, and the prompts."""
-    from examples.echo_cxr.data.processor import PROMPTS, format_report
+    """Training text for the tiny tokenizer: what the model reads, in the proportions it reads it.
+
+    Every study contributes its formatted en + zh reports, its raw report, and the chat prompt's
+    text in both languages (the pieces between special tokens, as the tokenizer splits them): the
+    prompt opens every training sequence, so it is as frequent as the reports. Seen only once, its
+    words would stay byte-split (56 tokens for the English prompt's text against 21 now), and every
+    stage would pay for them in every sequence.
+    """
+    from examples.echo_cxr.data.processor import PROMPTS, format_report, prompt_text_pieces
     from examples.echo_cxr.data.synthetic import generate_samples
 
-    texts = [p for lang in PROMPTS.values() for p in (lang.system, lang.instruction)]
+    prompts = [piece for lang in PROMPTS for piece in prompt_text_pieces(lang)]
+    texts: list[str] = []
     for s in generate_samples(n_reports, seed=seed, with_image=False):
         texts += [format_report(s.findings[lang], s.impression[lang], lang) for lang in ("en", "zh")]
         texts.append(s.raw_report)
+        texts += prompts
     return texts
 
 
