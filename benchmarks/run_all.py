@@ -3,7 +3,8 @@
     python benchmarks/run_all.py [--quick] [--out-dir benchmarks/results] [--only decode,attention_backends]
 
 Runs each ``benchmarks/*.py`` that is a benchmark (everything but ``_common.py``, this file and
-``summarize.py``; ``decode``, ``train_rad_vs_dup`` and ``attention_backends`` first) as its own
+``summarize.py``; ``decode``, ``train_rad_vs_dup`` and ``attention_backends`` first), and the
+:data:`VARIANTS` (``decode_shift``: ``decode.py --shift --batches 1``), each as its own
 process with ``--out <tmp>.json`` (and ``--quick``), ``OMP_WAIT_POLICY=PASSIVE`` and ``src`` on
 ``PYTHONPATH``. Peak memory is in ``train_rad_vs_dup`` (one training step per layout) and
 ``attention_backends`` (one attention op per backend) rows. Then writes, in ``--out-dir``:
@@ -40,13 +41,19 @@ sys.path.insert(0, str(HERE))
 from _common import write_json  # noqa: E402
 from summarize import plot_run, render_run  # noqa: E402
 
-ORDER = ("decode", "train_rad_vs_dup", "attention_backends")
+ORDER = ("decode", "decode_shift", "train_rad_vs_dup", "attention_backends")
 NOT_BENCHMARKS = {"_common", "run_all", "summarize"}
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    # How AR-converted models (ECHO included) decode: the block write pass runs the LM head on one row.
+    "decode_shift": ("decode", ["--shift", "--batches", "1"]),
+}
+"""Further runs of a script with other arguments, each recorded under its own name."""
 
 
 def discover(only: list[str] | None = None) -> list[str]:
     """Benchmark script names in run order (known ones first, then any new ``*.py``)."""
     found = sorted(p.stem for p in HERE.glob("*.py") if p.stem not in NOT_BENCHMARKS)
+    found += [name for name, (script, _) in VARIANTS.items() if script in found]
     names = [n for n in ORDER if n in found] + [n for n in found if n not in ORDER]
     if only:
         unknown = sorted(set(only) - set(names))
@@ -74,7 +81,8 @@ def run_script(name: str, out: Path, quick: bool, timeout: float | None) -> tupl
     env = dict(os.environ)
     env["OMP_WAIT_POLICY"] = "PASSIVE"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    cmd = [sys.executable, str(HERE / f"{name}.py"), "--out", str(out)] + (["--quick"] if quick else [])
+    script, extra = VARIANTS.get(name, (name, []))
+    cmd = [sys.executable, str(HERE / f"{script}.py"), "--out", str(out), *extra] + (["--quick"] if quick else [])
     print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
     tail: collections.deque[str] = collections.deque(maxlen=60)
     start = time.monotonic()

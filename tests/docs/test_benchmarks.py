@@ -132,7 +132,7 @@ def test_run_all_combines_scripts_and_records_failures(tmp_path, monkeypatch) ->
         assert quick and timeout == 240.0
         if name == "train_rad_vs_dup":
             return 1, "Traceback ...\nRuntimeError: boom"
-        out.write_text(json.dumps(fake["scripts"][name]))
+        out.write_text(json.dumps(fake["scripts"]["decode" if name == "decode_shift" else name]))
         return 0, "ok"
 
     monkeypatch.setattr(run_all, "run_script", stub)
@@ -141,18 +141,42 @@ def test_run_all_combines_scripts_and_records_failures(tmp_path, monkeypatch) ->
     (result_file,) = tmp_path.glob("*.json")
     assert result_file.name.endswith("-cpu-test-2c-quick.json")
     result = json.loads(result_file.read_text())
-    assert set(result["scripts"]) == {"decode", "attention_backends"}
+    assert set(result["scripts"]) == {"decode", "decode_shift", "attention_backends"}
     assert result["failures"]["train_rad_vs_dup"]["returncode"] == 1
     md = result_file.with_suffix(".md").read_text()
     assert "`train_rad_vs_dup` failed (exit code 1)" in md and "RuntimeError: boom" in md
     assert result_file.with_suffix(".png").is_file()
 
 
+def test_run_all_runs_a_variant_as_its_script_with_its_arguments(tmp_path, monkeypatch) -> None:
+    import run_all
+
+    seen = {}
+
+    class FakeProcess:
+        def __init__(self, cmd, **kwargs):
+            seen["cmd"], seen["env"] = cmd, kwargs["env"]
+            self.stdout = iter(["done\n"])
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(run_all.subprocess, "Popen", FakeProcess)
+    out = tmp_path / "o.json"
+    assert run_all.run_script("decode_shift", out, True, None) == (0, "done")
+    assert seen["cmd"][1].endswith("decode.py")
+    assert seen["cmd"][2:] == ["--out", str(out), "--shift", "--batches", "1", "--quick"]
+    assert seen["env"]["OMP_WAIT_POLICY"] == "PASSIVE"
+    run_all.run_script("decode", out, False, None)
+    assert seen["cmd"][2:] == ["--out", str(out)]
+
+
 def test_run_all_discovers_every_benchmark_script() -> None:
     import run_all
 
     names = run_all.discover()
-    assert names[:3] == ["decode", "train_rad_vs_dup", "attention_backends"]
+    assert names[:4] == ["decode", "decode_shift", "train_rad_vs_dup", "attention_backends"]
+    assert run_all.VARIANTS["decode_shift"] == ("decode", ["--shift", "--batches", "1"])
     assert not {"_common", "run_all", "summarize"} & set(names)
     with pytest.raises(SystemExit):
         run_all.discover(["no_such_benchmark"])
