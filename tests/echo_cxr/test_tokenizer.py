@@ -73,7 +73,7 @@ def test_tiny_roundtrip_and_compactness(tiny, seed):
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_tiny_prompt_is_compact(tiny, lang):
     """The chat prompt opens every sequence, so the corpus weights it like the reports: its words are
-    whole tokens (byte-split, the English prompt's text took 56 tokens), and splitting at special
+    whole tokens (byte-split, the English prompt's text took 50 tokens; now 27), and splitting at special
     tokens matches how the processor encodes it."""
     from examples.echo_cxr.data.processor import PROMPTS, prompt_templates, prompt_text_pieces
 

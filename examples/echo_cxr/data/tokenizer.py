@@ -169,7 +169,7 @@ def synthetic_corpus(n_reports: int = 2000, seed: int = 0) -> list[str]:
     Every study contributes its formatted en + zh reports, its raw report, and the chat prompt's
     text in both languages (the pieces between special tokens, as the tokenizer splits them): the
     prompt opens every training sequence, so it is as frequent as the reports. Seen only once, its
-    words would stay byte-split (56 tokens for the English prompt's text against 21 now), and every
+    words would stay byte-split (50 tokens for the English prompt's text against 27 now), and every
     stage would pay for them in every sequence.
     """
     from examples.echo_cxr.data.processor import PROMPTS, format_report, prompt_text_pieces
