@@ -57,8 +57,15 @@ def _get(cfg: Any, dotted: str) -> Any:
 
 
 def fingerprint(cfg: EchoConfig, stage: str) -> str:
+    """Hash of what ``stage``'s output depends on: its config sections, the seed, and, for runs
+    on the trained tiny tokenizer, that tokenizer's recipe version (a new recipe changes every
+    token id, so every stage from ``data`` on reruns)."""
+    from examples.echo_cxr.data.tokenizer import TINY_TOKENIZER_VERSION
+
     payload = {k: _get(cfg, k) for k in DEPENDS[stage]}
     payload["seed"] = cfg.seed
+    if "data" in DEPENDS[stage] and cfg.data.tokenizer is None and cfg.model.kind != "pretrained":
+        payload["tiny_tokenizer"] = TINY_TOKENIZER_VERSION
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

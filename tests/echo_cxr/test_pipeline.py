@@ -67,6 +67,21 @@ def test_bad_echo_config_values_name_the_field():
         load_echo_config(CONFIGS / "tiny", all_stages=True, overrides=["rad.max_steps_by_size={16: 3}"])
 
 
+def test_a_new_tiny_tokenizer_recipe_reruns_every_stage_that_reads_tokens(monkeypatch):
+    """Stages skip on a matching fingerprint; a tokenizer recipe bump changes every token id, so
+    it must change the fingerprint of every stage from data on, and only on the tiny tokenizer."""
+    from examples.echo_cxr.data import tokenizer as tk
+    from examples.echo_cxr.pipeline import DEPENDS, fingerprint
+
+    tiny = load_echo_config(CONFIGS / "tiny", all_stages=True)
+    lingshu = load_echo_config(CONFIGS / "lingshu7b", all_stages=True)
+    before = {size: {s: fingerprint(cfg, s) for s in DEPENDS} for size, cfg in (("tiny", tiny), ("lingshu", lingshu))}
+    monkeypatch.setattr(tk, "TINY_TOKENIZER_VERSION", tk.TINY_TOKENIZER_VERSION + 1)
+    changed = {s for s in DEPENDS if fingerprint(tiny, s) != before["tiny"][s]}
+    assert changed == set(DEPENDS) - {"curate"}
+    assert all(fingerprint(lingshu, s) == before["lingshu"][s] for s in DEPENDS)
+
+
 def test_tiny_config_mrope_sections_fit_the_head_dim():
     from examples.echo_cxr.model import BackboneConfig
 
