@@ -26,6 +26,28 @@ def test_one_step_forward_counts(L, shift):
     assert ar.nfe == n_blocks * L  # prefill yields the first token
 
 
+@pytest.mark.parametrize("L", [2, 4, 8])
+@pytest.mark.parametrize("shift", [False, True])
+@pytest.mark.parametrize("cache", ["fused", "block"])
+def test_one_step_runs_the_lm_head_once_per_generated_token(L, shift, cache):
+    """The cost rule: the LM head only where logits are used. One step per block, on whole
+    blocks, uses one logit row per generated token, in every cached mode: with shift, a block's
+    first token comes from the previous clean token (prefill, the write pass, or the fused pass),
+    never from a recomputed head row."""
+    bd = text_bd()
+    head = bd.family.lm_head(bd.model)
+    rows = []
+    hook = head.register_forward_hook(lambda mod, args, out: rows.append(args[0].reshape(-1, args[0].shape[-1]).shape[0]))
+    try:
+        ids, plen = random_prompts([2 * L, 2 * L, 2 * L], 3)
+        out = block_generate(denoiser(bd, L, shift), ids, plen, policy=OneStep(), cache=cache,
+                             max_new_tokens=3 * L, stop_at_eos=False)
+    finally:
+        hook.remove()
+    assert out.stats.generated_tokens == 3 * 3 * L
+    assert sum(rows) == 3 * 3 * L, rows
+
+
 def test_no_prefill_forward_when_the_prompt_fits_in_the_first_block():
     ids, plen = random_prompts([3], 1)
     st = block_generate(denoiser(text_bd(), 4, False), ids, plen, policy=OneStep(), cache="fused",

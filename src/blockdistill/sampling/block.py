@@ -257,12 +257,21 @@ class _BlockDecoder:
             return self._forward(ids, index, append, nc + jpos)
         if ids is None:  # L == 1 without clean slots: the carried logits are the answer
             return self.carry[:, None, :].clone()
-        logits = self._forward(ids, index, append, (nc - 1 + jpos).clamp(min=0))
         if nc:
+            logits = self._forward(ids, index, append, nc - 1 + jpos)
             if self.cache == "fused" and not self.policy.commits_all:
                 self.carry = logits[:, 0].clone()  # column 0 is position 0 at a block's first step
-        else:
-            logits[:, 0] = torch.where(jpos[:, :1] == 0, self.carry, logits[:, 0])
+            return logits
+        # No clean slots: position 0 is read from ``carry``, not from a slot. When every row asks
+        # for it (jpos is sorted, so it is column 0), the LM head skips that column.
+        first = jpos[:, 0] == 0
+        if bool(first.all()):
+            carried = self.carry[:, None, :]
+            if jpos.shape[1] == 1:
+                return carried.clone()
+            return torch.cat([carried, self._forward(ids, index, append, jpos[:, 1:] - 1)], 1)
+        logits = self._forward(ids, index, append, (jpos - 1).clamp(min=0))
+        logits[:, 0] = torch.where(first[:, None], self.carry, logits[:, 0])
         return logits
 
     def _end_block(self, k: int, x: Tensor) -> bool:
