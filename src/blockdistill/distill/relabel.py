@@ -40,7 +40,7 @@ from blockdistill.layout import (
 )
 from blockdistill.sampling.block import block_generate
 from blockdistill.sampling.hf import HFDenoiser
-from blockdistill.sampling.policies import ConfidenceThreshold, OneStep, UnmaskPolicy
+from blockdistill.sampling.policies import ConfidenceThreshold, OneStep, UnmaskPolicy, proposals
 
 __all__ = ["StudentRolloutCollector", "relabel_blocks", "rollout_streams"]
 
@@ -104,9 +104,7 @@ def relabel_blocks(teacher: BlockDiffusionLM, input_ids: Tensor, prompt_lens: Te
         masked = _scatter_valid(torch.zeros(b, n, dtype=torch.bool, device=dev), gen_index, pending, gen_valid)
         logits = ctx.logits(masked, shown, gen_index)
         forwards += 1
-        logits[..., spec.mask_token_id] = float("-inf")
-        top, tok = logits.max(-1)  # first maximum on ties, like the sampler
-        conf = torch.exp(top - torch.logsumexp(logits, -1)) if policy.needs_confidence else None
+        tok, conf = proposals(logits, spec.mask_token_id, policy.needs_confidence)
         cand = grid(pending, False).view(b * nb, L)
         conf_g = None if conf is None else grid(conf, 0.0).view(b * nb, L)
         commit_g = policy(conf_g, cand, step) & cand

@@ -20,6 +20,7 @@ from blockdistill.families import VisionInputs
 from blockdistill.layout import SlotLayout, clean_layout, padding_mask
 from blockdistill.sampling.block import _finish, _syncer, check_prompts
 from blockdistill.sampling.output import GenerationOutput, GenerationStats
+from blockdistill.sampling.policies import proposals
 
 __all__ = ["ar_generate"]
 
@@ -76,8 +77,7 @@ def ar_generate(model: BlockDiffusionLM, prompt_ids: Tensor, prompt_lens: Tensor
     results: dict[int, Tensor] = {}
     nfe, row_forwards = 1, 0
     for t in range(m):
-        logits[:, spec.mask_token_id] = float("-inf")
-        tok = logits.max(-1).indices  # first maximum on ties, like argmax (and faster on CPU)
+        tok, _ = proposals(logits, spec.mask_token_id, needs_confidence=False)
         out[:, t] = tok
         done = torch.full_like(tok, t + 1 >= m, dtype=torch.bool)
         if stop_at_eos:

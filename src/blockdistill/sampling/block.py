@@ -27,7 +27,7 @@ from blockdistill.families import VisionInputs
 from blockdistill.layout import response_block_start
 from blockdistill.sampling.denoiser import Denoiser
 from blockdistill.sampling.output import GenerationOutput, GenerationStats
-from blockdistill.sampling.policies import ConfidenceThreshold, UnmaskPolicy
+from blockdistill.sampling.policies import ConfidenceThreshold, UnmaskPolicy, proposals
 from blockdistill.sampling.trace import TraceRecorder, TraceSpec
 
 __all__ = ["CACHE_MODES", "block_generate", "check_prompts"]
@@ -217,11 +217,7 @@ class _BlockDecoder:
                 jpos = torch.sort((~masked).to(torch.int8), dim=1, stable=True).indices[:, :kmax]
                 cand = masked.gather(1, jpos)
             logits = self._logits(k, step, x, jpos)
-            logits[..., self.mask_id] = float("-inf")
-            top, tok = logits.max(-1)  # first maximum on ties, like argmax (and faster on CPU)
-            conf = None
-            if self.policy.needs_confidence:
-                conf = torch.exp(top - torch.logsumexp(logits, -1))
+            tok, conf = proposals(logits, self.mask_id, self.policy.needs_confidence)
             commit = self.policy(conf, cand, step) & cand
             if self.recorder is not None:
                 self.recorder.observe(logits, jpos, cand, commit, step)

@@ -16,7 +16,18 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-__all__ = ["ConfidenceThreshold", "FixedCount", "OneStep", "UnmaskPolicy", "policy_from_name"]
+__all__ = ["ConfidenceThreshold", "FixedCount", "OneStep", "UnmaskPolicy", "policy_from_name", "proposals"]
+
+
+def proposals(logits: Tensor, mask_token_id: int, needs_confidence: bool) -> tuple[Tensor, Tensor | None]:
+    """What a denoising step proposes at each slot: ``(argmax token, its top probability or None)``
+    from float ``(..., V)`` logits, the mask token excluded (its logit is set to -inf in place).
+    Ties go to the first maximum. Every sampler, and the teacher relabelling that must reproduce
+    them, reads its logits through this one rule."""
+    logits[..., mask_token_id] = float("-inf")
+    top, tok = logits.max(-1)  # first maximum on ties, like argmax (and faster on CPU)
+    conf = torch.exp(top - torch.logsumexp(logits, -1)) if needs_confidence else None
+    return tok, conf
 
 
 @runtime_checkable
