@@ -4,11 +4,15 @@
 
 Two random-init Qwen2 backbones (``small``: hidden 512, 8 layers, vocab 32k; ``0.5b``: the
 Qwen2-0.5B shape), blocks of L in {4, 8}, batch 1 and 8, a 256-token prompt and exactly 128
-generated tokens per row (``stop_at_eos=False``). Every cell is the median of ``--repeats``
-runs after a warm-up. ``forward_cost`` times one cached forward over 1, L and 2L new tokens
-(context = prompt + half the generation) in the same run; they bound what caching can give:
-fused/AR <= L * t(1) / t(2L) and fused/unfused <= 2 * t(L) / t(2L). Run it alone: the numbers
-are meaningless beside another CPU-heavy process.
+generated tokens per row (``stop_at_eos=False``). ``forward_cost`` times one cached forward over
+1, L and 2L new tokens (context = prompt + half the generation) in the same run; they bound what
+caching can give: fused/AR <= L * t(1) / t(2L) and fused/unfused <= 2 * t(L) / t(2L).
+
+Measurements are interleaved in ``--repeats`` rounds (after one warm-up round): a round runs
+every method once and then the batch-1 forward timings, so each ratio is taken between
+measurements seconds apart. Cells are medians over rounds; limits and fractions are medians of
+per-round (paired) values. Run it alone: the numbers are meaningless beside another CPU-heavy
+process.
 
 ``--shift`` decodes with ``shift=True`` (logits at i-1 predict token i), as every model converted
 from an AR checkpoint does (ECHO included). The unfused sampler's block-write pass then runs the
@@ -81,43 +85,123 @@ def run_method(method: str, bd: BlockDiffusionLM, ids: torch.Tensor, lens: torch
     return block_generate(den, ids, lens, policy=policy, cache=cache, max_new_tokens=new, stop_at_eos=False)
 
 
-def measure(method, bd, ids, lens, new, repeats):
-    """Median throughput over ``repeats`` runs (after one warm-up run)."""
-    run_method(method, bd, ids, lens, new)
-    outs = [run_method(method, bd, ids, lens, new) for _ in range(repeats)]
-    med = lambda f: statistics.median(f(o.stats) for o in outs)  # noqa: E731
-    st = outs[0].stats
-    return dict(tokens_per_s=med(lambda s: s.tokens_per_s), tokens_per_s_decode=med(lambda s: s.tokens_per_s_decode),
-                nfe=st.nfe, nfe_decode=st.nfe_decode, tpf=st.tpf, wall_s=med(lambda s: s.wall_s),
-                generated_tokens=st.generated_tokens)
+class ForwardTimer:
+    """Times one cached forward, batch 1, at a fixed context of whole blocks, through the
+    sampler's own path (:class:`HFDenoiser`). The context is prefilled once; a noisy-only query
+    (``append=0``) is cropped away after each forward, so the cache length stays fixed."""
+
+    def __init__(self, bd: BlockDiffusionLM, context: int, device: str):
+        self.den, self.L, self.device = HFDenoiser(bd), bd.spec.block_size, device
+        self.ctx = (context // self.L) * self.L
+        self.g = torch.Generator().manual_seed(1)
+        ids = torch.randint(0, bd.spec.mask_token_id, (1, self.ctx + 1), generator=self.g).to(device)
+        with torch.no_grad():
+            self.state, _ = self.den.prefill(ids, torch.tensor([self.ctx + 1], device=device))
+        self.vocab = bd.spec.mask_token_id
+
+    @torch.no_grad()
+    def seconds(self, tokens: int, head_rows: int, repeats: int, warmup: int = 1) -> float:
+        """Median seconds over ``repeats`` forwards of ``tokens`` new tokens with the LM head on
+        the last ``head_rows`` of them (0: none, as in a block write pass without shift)."""
+        q = torch.randint(0, self.vocab, (1, tokens), generator=self.g).to(self.device)
+        idx = torch.arange(self.ctx, self.ctx + tokens, device=self.device)[None]
+        at = torch.arange(tokens - head_rows, tokens, device=self.device)[None] if head_rows else None
+        times = []
+        for r in range(warmup + repeats):
+            sync(self.device)
+            t = time.perf_counter()
+            self.den.forward(self.state, q, idx, 0, at)
+            sync(self.device)
+            if r >= warmup:
+                times.append(time.perf_counter() - t)
+        return statistics.median(times)
 
 
-@torch.no_grad()
-def forward_cost(bd: BlockDiffusionLM, context: int, tokens: int, repeats: int, device: str,
-                 head_rows: int | None = None) -> float:
-    """Median seconds of one cached forward over ``tokens`` new tokens at ``context`` cached
-    tokens, batch 1, LM head on the last ``head_rows`` slots (default min(tokens, L); a block
-    write pass runs 1 with shift, else 0), through the sampler's own path."""
-    den = HFDenoiser(bd)
-    L = bd.spec.block_size
-    ctx = (context // L) * L
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, bd.spec.mask_token_id, (1, ctx + 1), generator=g).to(device)
-    state, _ = den.prefill(ids, torch.tensor([ctx + 1], device=device))
-    q = torch.randint(0, bd.spec.mask_token_id, (1, tokens), generator=g).to(device)
-    idx = torch.arange(ctx, ctx + tokens, device=device)[None]
-    k = min(tokens, L) if head_rows is None else head_rows
-    at = torch.arange(tokens - k, tokens, device=device)[None] if k else None
-    # A noisy-only query (append=0) is cropped away afterwards: the cache length stays fixed.
-    times = []
-    for r in range(repeats + 2):
-        sync(device)
-        t = time.perf_counter()
-        den.forward(state, q, idx, 0, at)
-        sync(device)
-        if r >= 2:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def forward_costs(timer: ForwardTimer, shift: bool, repeats: int) -> dict[str, float]:
+    """``t(1)``, ``t(L)``, ``t(2L)`` (LM head on min(n, L) rows: what AR, a denoise pass and a fused
+    pass need) and ``t_write`` (a block write pass: the head on one row with shift, else none)."""
+    L = timer.L
+    t = {f"t{n}": timer.seconds(n, min(n, L), repeats) for n in (1, L, 2 * L)}
+    return {"t1": t["t1"], "tL": t[f"t{L}"], "t2L": t[f"t{2 * L}"],
+            "t_write": timer.seconds(L, int(shift), repeats)}
+
+
+def round_limits(rates: dict[str, float], cost: dict[str, float], L: int) -> dict[str, float]:
+    """One round's batch-1 decode ratios and the limits its forward costs set on them."""
+    fused = rates["onestep_fused"]
+    out = dict(fused_vs_ar=fused / rates["ar"], fused_vs_unfused=fused / rates["onestep_unfused"],
+               fused_vs_ar_limit=L * cost["t1"] / cost["t2L"],
+               fused_vs_unfused_limit=2 * cost["tL"] / cost["t2L"],
+               fused_vs_unfused_limit_exact=(cost["tL"] + cost["t_write"]) / cost["t2L"])
+    out["fraction_of_ar_limit"] = out["fused_vs_ar"] / out["fused_vs_ar_limit"]
+    out["fraction_of_unfused_limit"] = out["fused_vs_unfused"] / out["fused_vs_unfused_limit"]
+    out["fraction_of_unfused_limit_exact"] = out["fused_vs_unfused"] / out["fused_vs_unfused_limit_exact"]
+    return out
+
+
+def measure_model(name: str, base: BlockDiffusionLM, *, blocks, batches, prompt: int, new: int,
+                  repeats: int, device: str, shift: bool, log) -> tuple[list, list, list]:
+    """Every cell of one model, in interleaved rounds.
+
+    A round runs each method once (AR once per batch, then multi-step, unfused and fused for
+    each L) and, after the batch-1 methods, times the forwards that bound them. So every ratio
+    is taken between measurements seconds apart, and a stretch of machine noise hits all
+    methods of a round alike instead of one method's repeats. Cells are medians over rounds;
+    the limits and fractions are medians of the per-round (paired) values.
+    """
+    g = torch.Generator().manual_seed(0)
+    inputs = {b: torch.randint(0, base.spec.mask_token_id, (b, prompt), generator=g).to(device) for b in batches}
+    lens = {b: torch.full((b,), prompt, device=device) for b in batches}
+    bds = {L: with_block(base, L) for L in blocks}
+    timers = {L: ForwardTimer(bds[L], prompt + new // 2, device) for L in blocks} if 1 in batches else {}
+    cost_repeats = 5
+    cells: dict[tuple, list] = {}
+    paired: dict[int, list] = {L: [] for L in timers}
+    costs_by_round: dict[int, list] = {L: [] for L in timers}
+    for r in range(repeats + 1):                     # round 0 warms every path up and is not kept
+        for b in batches:
+            st = run_method("ar", base, inputs[b], lens[b], new).stats
+            if r:
+                cells.setdefault((b, 0, "ar"), []).append(st)
+            for L in blocks:
+                rates = {"ar": st.tokens_per_s_decode}
+                for method in METHODS[1:]:
+                    s = run_method(method, bds[L], inputs[b], lens[b], new).stats
+                    rates[method] = s.tokens_per_s_decode
+                    if r:
+                        cells.setdefault((b, L, method), []).append(s)
+                if b == 1:
+                    cost = forward_costs(timers[L], shift, cost_repeats if r else 1)
+                    if r:
+                        costs_by_round[L].append(cost)
+                        paired[L].append(round_limits(rates, cost, L))
+        if r:
+            log(f"{name}: round {r}/{repeats} done" + "".join(
+                f"; L={L} fused/unfused {p[-1]['fused_vs_unfused']:.3f} ({p[-1]['fraction_of_unfused_limit']:.1%} "
+                f"of limit)" for L, p in paired.items()))
+
+    med = statistics.median
+    rows = []
+    for b in batches:
+        for L in blocks:
+            for method in METHODS:
+                stats = cells[(b, 0 if method == "ar" else L, method)]
+                st = stats[0]
+                rows.append(dict(model=name, L=L, batch=b, method=method,
+                                 tokens_per_s=med(s.tokens_per_s for s in stats),
+                                 tokens_per_s_decode=med(s.tokens_per_s_decode for s in stats),
+                                 nfe=st.nfe, nfe_decode=st.nfe_decode, tpf=st.tpf,
+                                 wall_s=med(s.wall_s for s in stats), generated_tokens=st.generated_tokens))
+    costs, limits = [], []
+    for L, rounds in costs_by_round.items():
+        for key, n, head in (("t1", 1, 1), ("tL", L, L), ("t2L", 2 * L, L), ("t_write", L, int(shift))):
+            costs.append(dict(model=name, L=L, tokens=n, logit_rows=head, seconds=med(c[key] for c in rounds)))
+        lim = dict(model=name, L=L, rounds=len(paired[L]))
+        for key in paired[L][0]:
+            lim[key] = med(p[key] for p in paired[L])
+        lim["fraction_of_unfused_limit_rounds"] = [p["fraction_of_unfused_limit"] for p in paired[L]]
+        limits.append(lim)
+    return rows, costs, limits
 
 
 def main() -> None:
@@ -145,36 +229,14 @@ def main() -> None:
 
     rows, costs, limits = [], [], []
     t_start = time.perf_counter()
+    log = lambda msg: print(f"[{time.perf_counter() - t_start:6.1f}s] {msg}", flush=True)  # noqa: E731
     for name in names:
         base = build(models[name], blocks[0], device, dtype, shift=args.shift)
-        g = torch.Generator().manual_seed(0)
-        for batch in batches:
-            ids = torch.randint(0, base.spec.mask_token_id, (batch, prompt), generator=g).to(device)
-            lens = torch.full((batch,), prompt, device=device)
-            ar = measure("ar", base, ids, lens, new, repeats)
-            for L in blocks:
-                bd = with_block(base, L)
-                rows.append(dict(model=name, L=L, batch=batch, method="ar", **ar))  # measured once, shown per L
-                for method in METHODS[1:]:
-                    rows.append(dict(model=name, L=L, batch=batch, method=method,
-                                     **measure(method, bd, ids, lens, new, repeats)))
-                    print(f"[{time.perf_counter() - t_start:6.1f}s] {name} L={L} batch={batch} {method}: "
-                          f"{rows[-1]['tokens_per_s']:.1f} tok/s", flush=True)
-        context = prompt + new // 2
-        for L in blocks:
-            bd = with_block(base, L)
-            t = {n: forward_cost(bd, context, n, max(5, repeats * 3), device) for n in sorted({1, L, 2 * L})}
-            for n, sec in t.items():  # the LM head runs on min(n, L) rows, so t(n) depends on L
-                costs.append(dict(model=name, L=L, tokens=n, logit_rows=min(n, L), seconds=sec))
-            write_rows = int(args.shift)  # with shift the write pass predicts the next block's first token
-            t_write = forward_cost(bd, context, L, max(5, repeats * 3), device, head_rows=write_rows)
-            costs.append(dict(model=name, L=L, tokens=L, logit_rows=write_rows, seconds=t_write))
-            # The unfused write pass runs the LM head on write_rows rows (not L), so
-            # (t(L) + t_write) / t(2L) is the exact bound for this implementation; 2 t(L) / t(2L)
-            # is the conventional one.
-            limits.append(dict(model=name, L=L, fused_vs_ar_limit=L * t[1] / t[2 * L],
-                               fused_vs_unfused_limit=2 * t[L] / t[2 * L],
-                               fused_vs_unfused_limit_exact=(t[L] + t_write) / t[2 * L]))
+        r, c, lim = measure_model(name, base, blocks=blocks, batches=batches, prompt=prompt, new=new,
+                                  repeats=repeats, device=device, shift=args.shift, log=log)
+        rows += r
+        costs += c
+        limits += lim
         del base
 
     by = {(r["model"], r["L"], r["batch"], r["method"]): r for r in rows}
@@ -184,15 +246,6 @@ def main() -> None:
         r["vs_ar_decode"] = r["tokens_per_s_decode"] / ar["tokens_per_s_decode"]
         if r["method"] == "onestep_fused":
             r["fused_vs_unfused"] = r["tokens_per_s"] / by[(r["model"], r["L"], r["batch"], "onestep_unfused")]["tokens_per_s"]
-    for lim in limits:
-        f = by[(lim["model"], lim["L"], 1, "onestep_fused")]
-        u = by[(lim["model"], lim["L"], 1, "onestep_unfused")]
-        a = by[(lim["model"], lim["L"], 1, "ar")]
-        lim["fused_vs_ar"] = f["tokens_per_s_decode"] / a["tokens_per_s_decode"]
-        lim["fused_vs_unfused"] = f["tokens_per_s_decode"] / u["tokens_per_s_decode"]
-        lim["fraction_of_ar_limit"] = lim["fused_vs_ar"] / lim["fused_vs_ar_limit"]
-        lim["fraction_of_unfused_limit"] = lim["fused_vs_unfused"] / lim["fused_vs_unfused_limit"]
-        lim["fraction_of_unfused_limit_exact"] = lim["fused_vs_unfused"] / lim["fused_vs_unfused_limit_exact"]
 
     print()
     print_table(rows, ["model", "L", "batch", "method", "tokens_per_s", "tokens_per_s_decode", "nfe", "tpf",

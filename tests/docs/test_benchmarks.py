@@ -37,6 +37,38 @@ def test_attention_backends_smallest_size(tmp_path) -> None:
     print(f"attention_backends --lengths 64: {wall:.1f} s")
 
 
+def test_decode_smallest_size_writes_one_row_per_cell_and_paired_limits(tmp_path) -> None:
+    """decode.py end to end at its smallest size: the documented row schema, the forward counts
+    each sampler must take, and limits built from per-round (paired) measurements."""
+    out = tmp_path / "decode.json"
+    proc, wall = run_python(["benchmarks/decode.py", "--quick", "--models", "small", "--blocks", "2,4",
+                             "--batches", "1,2", "--repeats", "2", "--shift", "--threads", "1",
+                             "--out", str(out)], timeout=180)
+    assert proc.returncode == 0, explain(proc)
+    data = json.loads(out.read_text())
+    new = 32   # --quick: 64-token prompts (whole blocks at L in {2, 4}), 32 forced new tokens
+    rows = {(r["L"], r["batch"], r["method"]): r for r in data["rows"]}
+    assert set(rows) == {(L, b, m) for L in (2, 4) for b in (1, 2)
+                         for m in ("ar", "multistep", "onestep_unfused", "onestep_fused")}
+    for (L, b, m), r in rows.items():
+        assert {"model", "L", "batch", "method", "tokens_per_s", "tokens_per_s_decode", "nfe", "tpf"} <= set(r)
+        assert r["model"] == "small" and r["generated_tokens"] == b * new and r["tokens_per_s"] > 0
+        if m == "ar":
+            assert r["nfe"] == new    # the prefill predicts the first token
+        elif m == "onestep_fused":
+            assert r["nfe"] == 1 + new // L and r["tpf"] == L
+        elif m == "onestep_unfused":   # a denoise and a write pass per block; the last block is never written
+            assert r["nfe"] == 1 + 2 * (new // L) - 1
+    costs = {(c["L"], c["tokens"], c["logit_rows"]) for c in data["forward_cost"]}
+    assert costs == {(L, n, k) for L in (2, 4) for n, k in ((1, 1), (L, L), (2 * L, L), (L, 1))}
+    for lim in data["limits"]:
+        assert lim["rounds"] == 2 and len(lim["fraction_of_unfused_limit_rounds"]) == 2
+        assert lim["fused_vs_unfused_limit"] > 0 and lim["fused_vs_ar_limit"] > 0
+        assert min(lim["fraction_of_unfused_limit_rounds"]) <= lim["fraction_of_unfused_limit"] \
+            <= max(lim["fraction_of_unfused_limit_rounds"])
+    print(f"decode --quick --models small --blocks 2,4 --batches 1,2 --repeats 2: {wall:.1f} s")
+
+
 def test_attention_backends_reports_a_compile_failure(tmp_path, monkeypatch) -> None:
     """Guards against a silent fallback: when torch.compile cannot build flex_attention, the
     script runs it uncompiled and says so in the rows and the notes."""
