@@ -223,3 +223,34 @@ def test_machine_slug(machine, slug) -> None:
     import run_all
 
     assert run_all.machine_slug(machine) == slug
+
+
+def test_readme_benchmark_numbers_are_rendered_from_the_latest_full_run() -> None:
+    """Every speed claim in the README's benchmark section comes from the recorded results:
+    the block is exactly what ``summarize.py --readme`` renders from the latest full run."""
+    latest = summarize.latest_full(summarize.load_results())
+    assert latest is not None, "benchmarks/results/ holds no full run"
+    readme = (ROOT / "README.md").read_text()
+    expected = summarize.replace_readme_block(readme, summarize.render_readme(latest))
+    assert readme == expected, "README benchmark block is stale: run `python benchmarks/summarize.py --readme README.md`"
+
+
+def test_render_readme_takes_each_number_from_the_result() -> None:
+    result = {"_file": "2026-01-01-cpu-test-2c.json", "machine": {"cpu": "Test CPU", "cpu_count": 2}, "scripts": {
+        "decode_shift": {"config": {"prompt": 256, "new_tokens": 128, "repeats": 3}, "rows": [
+            {"model": "small", "L": 8, "batch": 1, "method": m, "tokens_per_s_decode": t, "tpf": tpf}
+            for m, t, tpf in (("ar", 50.0, 1.0), ("multistep", 30.0, 1.1), ("onestep_unfused", 140.0, 4.0),
+                              ("onestep_fused", 210.0, 8.0))],
+            "forward_cost": [{"model": "small", "L": 8, "tokens": 1, "seconds": 0.010},
+                             {"model": "small", "L": 8, "tokens": 16, "seconds": 0.025}],
+            "limits": [{"model": "small", "L": 8, "fused_vs_ar": 4.2, "fraction_of_ar_limit": 0.99,
+                        "fused_vs_ar_limit": 4.24, "fused_vs_unfused": 1.5, "fraction_of_unfused_limit": 0.876,
+                        "fraction_of_unfused_limit_exact": 0.97,
+                        "fraction_of_unfused_limit_rounds": [0.85, 0.876, 0.9]}]}}}
+    text = summarize.render_readme(result)
+    assert "| small | yes | 50.0 | 30.0 | 140.0 | 210.0 | 8 | 4.20x (99.0%) | 1.50x | 87.6% | 97.0% |" in text
+    assert "costs 2.50x one over a single token" in text and "= 4.24x here" in text
+    assert "small 85.0%, 87.6%, 90.0%" in text and "no GPU machine was available" in text
+    assert text.rstrip().endswith("`benchmarks/results/2026-01-01-cpu-test-2c.md`.")
+    with pytest.raises(ValueError, match="bench-results"):
+        summarize.replace_readme_block("no markers here", text)
