@@ -121,9 +121,8 @@ def forward_costs(timer: ForwardTimer, shift: bool, repeats: int) -> dict[str, f
     """``t(1)``, ``t(L)``, ``t(2L)`` (LM head on min(n, L) rows: what AR, a denoise pass and a fused
     pass need) and ``t_write`` (a block write pass: the head on one row with shift, else none)."""
     L = timer.L
-    t = {f"t{n}": timer.seconds(n, min(n, L), repeats) for n in (1, L, 2 * L)}
-    return {"t1": t["t1"], "tL": t[f"t{L}"], "t2L": t[f"t{2 * L}"],
-            "t_write": timer.seconds(L, int(shift), repeats)}
+    return {"t1": timer.seconds(1, 1, repeats), "tL": timer.seconds(L, L, repeats),
+            "t2L": timer.seconds(2 * L, L, repeats), "t_write": timer.seconds(L, int(shift), repeats)}
 
 
 def round_limits(rates: dict[str, float], cost: dict[str, float], L: int) -> dict[str, float]:

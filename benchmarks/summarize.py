@@ -253,13 +253,11 @@ def render_readme(result: dict[str, Any], L: int = 8) -> str:
             if rounds:
                 out.append(f"\nPer round, fused/unfused as a fraction of 2·t(L)/t(2L) ({name}, L={L}): "
                            + "; ".join(rounds) + ".")
-        batch8 = [(lim, by8) for _, d in decodes[:1] for lim in d["limits"] if lim["L"] == L
-                  for by8 in [{(r["model"], r["method"]): r for r in d["rows"] if r["L"] == L and r["batch"] == 8}]
-                  if (lim["model"], "onestep_fused") in by8]
+        batch8 = [r for _, d in decodes for r in d["rows"]
+                  if r["L"] == L and r["batch"] == 8 and r["method"] == "onestep_fused" and "vs_ar_decode" in r]
         if batch8:
-            out.append("\nAt batch 8, L=" + str(L) + ", fused decodes " + ", ".join(
-                f"{_x(by8[(lim['model'], 'onestep_fused')]['vs_ar_decode'])} ({lim['model']})"
-                for lim, by8 in batch8) + " as fast as AR.")
+            out.append(f"\nAt batch 8, L={L}, fused decodes "
+                       + ", ".join(f"{_x(r['vs_ar_decode'])} ({r['model']})" for r in batch8) + " as fast as AR.")
         out.append("")
     rad = scripts.get("train_rad_vs_dup")
     if rad and rad.get("summary"):
