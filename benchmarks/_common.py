@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from blockdistill.machine import machine_info  # noqa: E402  (one description of a machine, shared with reports)
+from blockdistill.utils.machine import machine_info  # noqa: E402  (one description of a machine, shared with reports)
 
 __all__ = ["machine_info", "median_time", "print_table", "set_threads", "sync", "write_json"]
 

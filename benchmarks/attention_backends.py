@@ -6,8 +6,8 @@ xformers (GPU only): do they agree, how fast are they, how much memory do they t
 
 One attention op (batch 1, 8 heads of 64; bfloat16 on a GPU, float32 on a CPU) over a RAD
 training sequence ``[clean stream (n) | noisy copy of s..n-1]`` whose prompt is 7/8 of the clean
-stream. The masks come from the library: ``blockdistill.attention.render_mask`` (dense boolean
-for SDPA, additive for xformers, whose kernel is ``blockdistill.attention``'s own) and
+stream. The masks come from the library: ``blockdistill.models.attention.render_mask`` (dense boolean
+for SDPA, additive for xformers, whose kernel is ``blockdistill.models.attention``'s own) and
 ``blockdistill.layout.flex_block_mask`` (built once per shape and reused: the cached block mask).
 Every backend is compared with SDPA on the same inputs. flex_attention runs compiled when
 ``torch.compile`` works here and uncompiled (say so in ``mode``) when it does not. Lengths are
@@ -32,8 +32,8 @@ import torch.nn.functional as F  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine_info, median_time, print_table, set_threads, sync, write_json  # noqa: E402
 
-from blockdistill.attention import render_mask  # noqa: E402
 from blockdistill.layout import dense_mask, flex_block_mask, rad_layout  # noqa: E402
+from blockdistill.models.attention import render_mask  # noqa: E402
 
 LENGTHS = (1024, 2048, 4096, 8192)
 QUICK_LENGTHS = (256, 512)
@@ -179,7 +179,7 @@ def bench_length(slots: int, args, device: str, dtype: torch.dtype, flex_state: 
 
     # xformers: the library's own kernel wrapper, with the additive mask, on a GPU only.
     if device.startswith("cuda") and flex_state["xformers"]:
-        from blockdistill.attention import _xformers_attention
+        from blockdistill.models.attention import _xformers_attention
 
         t0 = time.perf_counter()
         bias = render_mask(lay, "xformers", dtype)

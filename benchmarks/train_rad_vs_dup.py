@@ -21,7 +21,7 @@ from _common import machine_info, print_table, write_json
 from blockdistill import BlockDiffusionLM, BlockSpec
 from blockdistill.data import BlockCollator
 from blockdistill.losses import diffusion_loss
-from blockdistill.noise import sample_noise
+from blockdistill.losses.noise import sample_noise
 
 
 def build(hidden: int, layers: int, heads: int, kv: int, inter: int, vocab: int, device: str):

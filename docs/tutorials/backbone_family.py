@@ -10,7 +10,7 @@ import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from blockdistill import BlockDiffusionLM, BlockSpec
-from blockdistill.families import BackboneFamily, register_family, registered_families
+from blockdistill.models.families import BackboneFamily, register_family, registered_families
 
 # A tiny random GPT-NeoX (the Pythia architecture): a family blockdistill does not register.
 torch.manual_seed(0)
@@ -41,7 +41,7 @@ print("registered:", sorted(registered_families()))
 
 
 # --8<-- [start:checks]
-from blockdistill.adapter import causal_logits  # noqa: E402
+from blockdistill.models.adapter import causal_logits  # noqa: E402
 from blockdistill.sampling import HFDenoiser, OneStep, block_generate  # noqa: E402
 
 

@@ -13,7 +13,7 @@ import torch
 from blockdistill import BlockDiffusionLM
 from blockdistill.data import BlockCollator
 from blockdistill.losses import diffusion_loss
-from blockdistill.noise import complement, sample_noise
+from blockdistill.losses.noise import complement, sample_noise
 from blockdistill.sampling import ConfidenceThreshold, HFDenoiser, OneStep, block_generate
 from blockdistill.testing import tiny_qwen2, tiny_tokenizer
 

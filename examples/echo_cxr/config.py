@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from blockdistill.config import ConfigError, NoiseConfig, OptimConfig, TrainerConfig, load_config
-from blockdistill.distill.config import DistillConfig, TeacherDecodeConfig
+from blockdistill.config.distill import DistillConfig, TeacherDecodeConfig
 from examples.echo_cxr.model import BackboneConfig
 
 STAGES = ("data", "curate", "ar", "rad", "collect", "dcd", "eval", "report")

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from blockdistill.adapter import BlockDiffusionLM
 from blockdistill.evaluation import (
     EvalReport,
     SamplerConfig,
@@ -49,6 +48,7 @@ from blockdistill.evaluation import (
     markdown_table,
     write_json,
 )
+from blockdistill.models.adapter import BlockDiffusionLM
 from examples.echo_cxr.clinical_f1 import count, scores_from_counts
 from examples.echo_cxr.labeler import CHEXPERT_FINDINGS, label_report
 
@@ -232,7 +232,7 @@ def load_model(path: str | Path, tokenizer: Any, device: str = "cpu", mask_token
     when missing; the AR sampler only uses it to keep the mask out of the argmax)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
-    from blockdistill.adapter import CONFIG_KEY, BlockSpec
+    from blockdistill.models.adapter import CONFIG_KEY, BlockSpec
 
     config = AutoConfig.from_pretrained(path)
     if getattr(config, CONFIG_KEY, None):
@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
 
-    from blockdistill.backbones import load_tokenizer
+    from blockdistill.models.backbones import load_tokenizer
     from examples.echo_cxr.data.dataset import CXRRecordDataset, SyntheticCXRDataset, read_records
     from examples.echo_cxr.data.processor import CXRProcessor, VisionSettings
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import lightning as L
 
-from blockdistill.adapter import BlockDiffusionLM, atomic_save_pretrained, wrap_for_stage
 from blockdistill.config import BlockConfig, TrainerConfig
 from blockdistill.data import BlockCollator
 from blockdistill.lightning import ARSystem, BlockDataModule, RADSystem, build_trainer, resume_path
+from blockdistill.models.adapter import BlockDiffusionLM, atomic_save_pretrained, wrap_for_stage
 from examples.echo_cxr.config import EchoConfig
 from examples.echo_cxr.data.tokenizer import special_token_ids
 from examples.echo_cxr.model import build_backbone, freeze_vision

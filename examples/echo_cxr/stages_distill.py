@@ -15,7 +15,6 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
-from blockdistill.adapter import BlockDiffusionLM
 from blockdistill.distill.batch import collate_records
 from blockdistill.distill.dataset import TrajectoryDataset
 from blockdistill.distill.schedules import schedule_from_name
@@ -23,6 +22,7 @@ from blockdistill.distill.targets import target_builder
 from blockdistill.lightning.collect import CollectSystem, PromptDataModule, TrajectoryWriter
 from blockdistill.lightning.dcd import DCDSystem
 from blockdistill.losses.distill import divergence_from_name
+from blockdistill.models.adapter import BlockDiffusionLM
 from examples.echo_cxr.config import EchoConfig
 from examples.echo_cxr.model import freeze_vision
 from examples.echo_cxr.stages import _fit, _trainer_cfg

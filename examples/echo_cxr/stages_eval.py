@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from blockdistill.evaluation import write_json
-from blockdistill.machine import machine_info
+from blockdistill.utils.machine import machine_info
 from examples.echo_cxr.config import EchoConfig
 from examples.echo_cxr.evaluate import ClinicalScorer, echo_variants, load_model, run_echo_eval
 from examples.echo_cxr.labeler import SYNTHETIC_FINDINGS

@@ -72,7 +72,7 @@ class Workspace:
     # ------------------------------------------------------------------ tokenizer / processor
     def tokenizer(self, model: str | None = None):
         """A fresh tokenizer: the run's (no ``[MASK]``), or the one saved with model ``model``."""
-        from blockdistill.backbones import load_tokenizer
+        from blockdistill.models.backbones import load_tokenizer
 
         path = self.tokenizer_dir if model is None else self.model_dir(model)
         if not (path / "tokenizer_config.json").is_file():

@@ -44,7 +44,7 @@ def _save_config(cfg, out: Path) -> None:
 
 
 def _tokenizer_for(cfg):
-    from blockdistill.backbones import load_tokenizer
+    from blockdistill.models.backbones import load_tokenizer
 
     path = cfg.data.tokenizer or cfg.model.pretrained
     if path is None:
@@ -56,8 +56,8 @@ def _tokenizer_for(cfg):
 def train_ar(cfg: ARTrainConfig) -> None:
     import lightning as L
 
-    from blockdistill.backbones import load_backbone
     from blockdistill.lightning import ARSystem, build_trainer, resume_path
+    from blockdistill.models.backbones import load_backbone
 
     L.seed_everything(cfg.trainer.seed)
     tok = _tokenizer_for(cfg)
@@ -72,7 +72,7 @@ def train_ar(cfg: ARTrainConfig) -> None:
     trainer.fit(system, dm, ckpt_path=resume_path(cfg.trainer))
     if trainer.is_global_zero:
         out = Path(cfg.output_dir)
-        from blockdistill.adapter import atomic_save_pretrained
+        from blockdistill.models.adapter import atomic_save_pretrained
 
         atomic_save_pretrained(model, out, tokenizer=tok)
         _save_config(cfg, out)
@@ -83,9 +83,9 @@ def train_ar(cfg: ARTrainConfig) -> None:
 def train_rad(cfg: RADTrainConfig) -> None:
     import lightning as L
 
-    from blockdistill.adapter import BlockDiffusionLM, wrap_for_stage
-    from blockdistill.backbones import load_backbone
     from blockdistill.lightning import RADSystem, build_trainer, resume_path
+    from blockdistill.models.adapter import BlockDiffusionLM, wrap_for_stage
+    from blockdistill.models.backbones import load_backbone
 
     L.seed_everything(cfg.trainer.seed)
     tok = _tokenizer_for(cfg)

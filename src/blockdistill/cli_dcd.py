@@ -17,7 +17,7 @@ from pathlib import Path
 
 from blockdistill.cli import _save_config, _tokenizer_for, command
 from blockdistill.config import ConfigError
-from blockdistill.distill.config import (
+from blockdistill.config.distill import (
     CollectConfig,
     DCDTrainConfig,
     DistillConfig,
@@ -29,8 +29,8 @@ __all__ = ["collect", "train_dcd"]
 def _teacher(cfg, tok):
     """The teacher as a BlockDiffusionLM, in eval mode, with the block rules it was trained with
     (a mismatching ``block.block_size`` or ``block.shift`` is a ConfigError naming the field)."""
-    from blockdistill.adapter import wrap_for_stage
-    from blockdistill.backbones import load_backbone
+    from blockdistill.models.adapter import wrap_for_stage
+    from blockdistill.models.backbones import load_backbone
 
     model = load_backbone(cfg.model, cfg.trainer.seed)
     return wrap_for_stage(model, tok, cfg.block).eval()

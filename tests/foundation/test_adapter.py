@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from blockdistill import BlockDiffusionLM, VisionInputs
-from blockdistill.adapter import wrap_for_stage
 from blockdistill.config import BlockConfig
 from blockdistill.layout import padding_mask
+from blockdistill.models.adapter import wrap_for_stage
 from blockdistill.testing import tiny_image_inputs, tiny_qwen2, tiny_qwen2_5_vl, tiny_tokenizer
 from tests.foundation.helpers import all_response_targets, collate, random_examples, random_mask
 

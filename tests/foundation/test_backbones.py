@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from blockdistill.backbones import load_backbone, load_tokenizer
 from blockdistill.config import ModelConfig
+from blockdistill.models.backbones import load_backbone, load_tokenizer
 from blockdistill.testing import tiny_qwen2, tiny_tokenizer
 
 

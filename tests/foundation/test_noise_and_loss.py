@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from blockdistill import BlockDiffusionLM
 from blockdistill.losses import diffusion_loss, gather_targets
-from blockdistill.noise import Noise, complement, sample_noise
+from blockdistill.losses.noise import Noise, complement, sample_noise
 from blockdistill.testing import tiny_qwen2, tiny_tokenizer
 from tests.foundation.helpers import collate, random_examples
 

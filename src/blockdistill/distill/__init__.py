@@ -5,18 +5,18 @@ Plain ``torch``; the Lightning systems live in :mod:`blockdistill.lightning.dcd`
 :mod:`blockdistill.lightning.collect`.
 """
 
+from blockdistill.config.distill import (
+    CollectConfig,
+    DCDTrainConfig,
+    DistillConfig,
+    TeacherDecodeConfig,
+)
 from blockdistill.distill.batch import DistillBatch, collate_records
 from blockdistill.distill.collectors import (
     OnlineCollector,
     TrajectoryCollector,
     as_denoiser,
     record_from_trace,
-)
-from blockdistill.distill.config import (
-    CollectConfig,
-    DCDTrainConfig,
-    DistillConfig,
-    TeacherDecodeConfig,
 )
 from blockdistill.distill.dataset import TrajectoryDataset, verify_collection
 from blockdistill.distill.dists import TokenDists

@@ -15,7 +15,7 @@ from torch import Tensor
 from blockdistill.distill.dists import TokenDists
 from blockdistill.distill.prompts import PromptBatch
 from blockdistill.distill.records import TrajectoryRecord
-from blockdistill.families import VisionInputs
+from blockdistill.models.families import VisionInputs
 
 __all__ = ["DistillBatch", "collate_records"]
 

@@ -23,13 +23,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from blockdistill.adapter import BlockDiffusionLM
 from blockdistill.distill.batch import DistillBatch, collate_records
 from blockdistill.distill.dists import TokenDists
 from blockdistill.distill.filters import TrajectoryFilter
 from blockdistill.distill.prompts import PromptBatch
 from blockdistill.distill.records import TrajectoryRecord, response_length
-from blockdistill.families import VisionInputs
+from blockdistill.models.adapter import BlockDiffusionLM
+from blockdistill.models.families import VisionInputs
 from blockdistill.sampling.block import block_generate
 from blockdistill.sampling.denoiser import Denoiser
 from blockdistill.sampling.policies import ConfidenceThreshold, UnmaskPolicy

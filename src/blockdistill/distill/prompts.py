@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from blockdistill.families import VisionInputs
+from blockdistill.models.families import VisionInputs
 
 __all__ = ["PromptBatch", "collate_prompts", "read_prompts"]
 

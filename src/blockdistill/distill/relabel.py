@@ -24,13 +24,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from blockdistill.adapter import BlockDiffusionLM
-from blockdistill.attention import render_mask
 from blockdistill.distill.batch import DistillBatch
 from blockdistill.distill.dists import TokenDists
 from blockdistill.distill.prompts import PromptBatch
 from blockdistill.distill.records import response_length
-from blockdistill.families import VisionInputs
 from blockdistill.layout import (
     clean_layout,
     clean_length,
@@ -38,6 +35,9 @@ from blockdistill.layout import (
     rad_layout,
     response_block_start,
 )
+from blockdistill.models.adapter import BlockDiffusionLM
+from blockdistill.models.attention import render_mask
+from blockdistill.models.families import VisionInputs
 from blockdistill.sampling.block import block_generate
 from blockdistill.sampling.hf import HFDenoiser
 from blockdistill.sampling.policies import ConfidenceThreshold, OneStep, UnmaskPolicy, proposals

@@ -3,7 +3,7 @@
 A :class:`SamplerConfig` names one decoding recipe (AR baseline, or block decoding with an
 unmasking policy and a cache mode); a :class:`Variant` pairs it with a model. The block size is
 the model's own (``model.spec.block_size``): a variant at another block size carries another
-model (or the same weights wrapped with another :class:`~blockdistill.adapter.BlockSpec`).
+model (or the same weights wrapped with another :class:`~blockdistill.models.adapter.BlockSpec`).
 
 Example::
 
@@ -19,8 +19,8 @@ from typing import Any
 
 from torch import Tensor
 
-from blockdistill.adapter import BlockDiffusionLM
-from blockdistill.families import VisionInputs
+from blockdistill.models.adapter import BlockDiffusionLM
+from blockdistill.models.families import VisionInputs
 from blockdistill.sampling import (
     CACHE_MODES,
     GenerationOutput,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from blockdistill.adapter import causal_logits
 from blockdistill.config import OptimConfig
 from blockdistill.data import Batch
 from blockdistill.lightning.common import StageSystem
 from blockdistill.losses import ar_loss, response_positions
+from blockdistill.models.adapter import causal_logits
 
 
 class ARSystem(StageSystem):

@@ -92,7 +92,7 @@ class PromptDataModule(L.LightningDataModule):
 class CollectSystem(L.LightningModule):
     """Predict-only system: ``predict_step(PromptBatch) -> list[TrajectoryRecord]``.
 
-    ``teacher`` is a :class:`~blockdistill.adapter.BlockDiffusionLM` or any Denoiser (a toy
+    ``teacher`` is a :class:`~blockdistill.models.adapter.BlockDiffusionLM` or any Denoiser (a toy
     joint); an ``nn.Module`` teacher is registered so it moves to the device, and is frozen.
     ``collector_kwargs`` go to :class:`TrajectoryCollector` (``policy``, ``top_k``, ...).
     """

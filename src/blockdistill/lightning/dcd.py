@@ -29,7 +29,6 @@ from typing import Any
 
 from torch import Tensor
 
-from blockdistill.adapter import BlockDiffusionLM
 from blockdistill.config import OptimConfig
 from blockdistill.distill.batch import DistillBatch
 from blockdistill.distill.collectors import OnlineCollector
@@ -39,6 +38,7 @@ from blockdistill.distill.schedules import Schedule, proportional, step_weights
 from blockdistill.distill.targets import CommitStepTarget, TargetBuilder
 from blockdistill.lightning.common import StageSystem
 from blockdistill.losses.distill import Divergence, dcd_loss, forward_kl
+from blockdistill.models.adapter import BlockDiffusionLM
 
 __all__ = ["DCDSystem"]
 

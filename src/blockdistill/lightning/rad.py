@@ -7,12 +7,12 @@ from dataclasses import asdict
 import torch
 from torch import Tensor
 
-from blockdistill.adapter import BlockDiffusionLM
 from blockdistill.config import NoiseConfig, OptimConfig
 from blockdistill.data import Batch
 from blockdistill.lightning.common import StageSystem
 from blockdistill.losses import diffusion_loss
-from blockdistill.noise import complement, sample_noise
+from blockdistill.losses.noise import complement, sample_noise
+from blockdistill.models.adapter import BlockDiffusionLM
 
 
 class RADSystem(StageSystem):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from blockdistill.noise import Noise
+from blockdistill.losses.noise import Noise
 
 
 def gather_targets(masked: Tensor, fill: Tensor) -> tuple[Tensor, Tensor]:
@@ -37,7 +37,7 @@ def diffusion_loss(model, input_ids: Tensor, prompt_lens: Tensor, seq_lens: Tens
     """SDAR-weighted masked CE for one or more noisings of the same batch (one forward).
 
     Args:
-        model: a :class:`~blockdistill.adapter.BlockDiffusionLM`.
+        model: a :class:`~blockdistill.models.adapter.BlockDiffusionLM`.
         input_ids, prompt_lens, seq_lens, maskable: the batch (see :class:`~blockdistill.data.Batch`).
         noises: e.g. ``[noise]`` or ``[noise, complement(noise)]``; each is one copy of the batch.
     Returns:
@@ -50,7 +50,7 @@ def diffusion_loss(model, input_ids: Tensor, prompt_lens: Tensor, seq_lens: Tens
     ids = rep(input_ids)
     targets, present = gather_targets(masked, rep(prompt_lens))
     if vision is not None and copies > 1:
-        from blockdistill.families import VisionInputs
+        from blockdistill.models.families import VisionInputs
 
         vision = VisionInputs(vision.pixel_values.repeat(copies, 1), vision.image_grid_thw.repeat(copies, 1))
     logits = model.diffusion_logits(ids, rep(prompt_lens), rep(seq_lens), masked, targets,

@@ -2,7 +2,7 @@
 
 Samplers work on token ids only (no tokenizer) and drive models through the
 :class:`~blockdistill.sampling.denoiser.Denoiser` protocol; :class:`HFDenoiser` implements it
-for any :class:`~blockdistill.adapter.BlockDiffusionLM`.
+for any :class:`~blockdistill.models.adapter.BlockDiffusionLM`.
 
 Example::
 

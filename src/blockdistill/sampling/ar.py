@@ -14,10 +14,10 @@ import time
 import torch
 from torch import Tensor
 
-from blockdistill.adapter import BlockDiffusionLM
-from blockdistill.attention import render_mask
-from blockdistill.families import VisionInputs
 from blockdistill.layout import SlotLayout, clean_layout, padding_mask
+from blockdistill.models.adapter import BlockDiffusionLM
+from blockdistill.models.attention import render_mask
+from blockdistill.models.families import VisionInputs
 from blockdistill.sampling.block import _finish, _syncer, check_prompts
 from blockdistill.sampling.output import GenerationOutput, GenerationStats
 from blockdistill.sampling.policies import proposals

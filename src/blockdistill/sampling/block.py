@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from blockdistill.families import VisionInputs
 from blockdistill.layout import response_block_start
+from blockdistill.models.families import VisionInputs
 from blockdistill.sampling.denoiser import Denoiser
 from blockdistill.sampling.output import GenerationOutput, GenerationStats
 from blockdistill.sampling.policies import ConfidenceThreshold, UnmaskPolicy, proposals

@@ -29,8 +29,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
 
-from blockdistill.adapter import BlockSpec
-from blockdistill.families import VisionInputs
+from blockdistill.models.adapter import BlockSpec
+from blockdistill.models.families import VisionInputs
 
 __all__ = ["Denoiser"]
 

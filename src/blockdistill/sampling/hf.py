@@ -1,5 +1,5 @@
 """``HFDenoiser``: the :class:`~blockdistill.sampling.denoiser.Denoiser` protocol for a
-:class:`~blockdistill.adapter.BlockDiffusionLM` (any registered family, Qwen2.5-VL included).
+:class:`~blockdistill.models.adapter.BlockDiffusionLM` (any registered family, Qwen2.5-VL included).
 
 The context is a ``DynamicCache`` plus one slot descriptor per cached entry (clean index,
 valid), so every mask is rendered from :func:`blockdistill.layout.attends` on
@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from blockdistill.adapter import BlockDiffusionLM, BlockSpec
-from blockdistill.attention import render_mask
-from blockdistill.families import VisionInputs
 from blockdistill.layout import SlotLayout, clean_layout, padding_mask, response_block_start
+from blockdistill.models.adapter import BlockDiffusionLM, BlockSpec
+from blockdistill.models.attention import render_mask
+from blockdistill.models.families import VisionInputs
 
 __all__ = ["HFDenoiser", "HFState"]
 

@@ -30,8 +30,8 @@ from fractions import Fraction
 import torch
 from torch import Tensor
 
-from blockdistill.adapter import BlockSpec
-from blockdistill.families import VisionInputs
+from blockdistill.models.adapter import BlockSpec
+from blockdistill.models.families import VisionInputs
 
 __all__ = ["NEG_LOGIT", "ToyJoint", "ToyState", "ToyVocab"]
 

@@ -19,42 +19,19 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from blockdistill.layout.grid import padding_mask, response_block_start
+
 __all__ = [
     "SlotLayout",
     "additive_mask",
     "attends",
-    "block_id",
     "clean_layout",
-    "clean_length",
     "dense_mask",
     "flex_block_mask",
     "full_dup_layout",
     "mask_mod",
-    "padding_mask",
     "rad_layout",
-    "response_block_start",
 ]
-
-
-def block_id(index: Tensor | int, block_size: int) -> Tensor | int:
-    """Block of clean index ``index``: ``index // L`` (blocks aligned to index 0)."""
-    return index // block_size
-
-
-def response_block_start(prompt_len: Tensor | int, block_size: int) -> Tensor | int:
-    """``s = (P // L) * L``: start of the first block that holds response tokens."""
-    return (prompt_len // block_size) * block_size
-
-
-def clean_length(prompt_len: Tensor | int, response_len: Tensor | int, block_size: int) -> Tensor | int:
-    """Length ``n`` of the clean stream: prompt + response + at least one EOS, padded with EOS
-    to the next block boundary. ``n = ceil((P + R + 1) / L) * L``."""
-    return -(-(prompt_len + response_len + 1) // block_size) * block_size
-
-
-def padding_mask(lengths: Tensor, width: int) -> Tensor:
-    """Bool ``(B, width)``: True on the first ``lengths[b]`` slots of each row (real tokens)."""
-    return torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]
 
 
 def attends(

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from blockdistill.config import (
+from blockdistill.config.base import check as _check
+from blockdistill.config.training import (
     ARTrainConfig,
     BlockConfig,
-    ConfigError,
     DataConfig,
     ModelConfig,
     TrainerConfig,
@@ -26,11 +26,6 @@ __all__ = ["CollectConfig", "DCDTrainConfig", "DistillConfig", "TeacherDecodeCon
 _TARGETS = ("commit_step", "hard", "first_step")
 _DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 _CACHES = ("none", "block", "fused")
-
-
-def _check(cond: bool, name: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{name}: {msg}")
 
 
 @dataclass

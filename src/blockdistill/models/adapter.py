@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from blockdistill.attention import check_backend, hf_attn_implementation, render_mask
-from blockdistill.families import BackboneFamily, VisionInputs, family_for
 from blockdistill.layout import SlotLayout, clean_layout, full_dup_layout, padding_mask, rad_layout
+from blockdistill.models.attention import check_backend, hf_attn_implementation, render_mask
+from blockdistill.models.families import BackboneFamily, VisionInputs, family_for
 
 CONFIG_KEY = "blockdistill"
 

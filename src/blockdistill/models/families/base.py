@@ -106,5 +106,5 @@ def family_for(model: nn.Module) -> BackboneFamily:
         return _REGISTRY[mt]
     raise ValueError(
         f"no backbone family registered for model_type={mt!r}; registered: {sorted(_REGISTRY)}. "
-        "Add one with blockdistill.families.register_family (see docs: 'Add a backbone family')."
+        "Add one with blockdistill.models.families.register_family (see docs: 'Add a backbone family')."
     )

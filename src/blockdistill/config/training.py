@@ -1,38 +1,17 @@
-"""Configuration dataclasses and the one YAML loader.
-
-Every field is documented right under it and validated in ``__post_init__``; a bad value
-raises :class:`ConfigError` naming the field. YAML files and ``key=value`` command-line
-overrides are merged by OmegaConf and turned into these objects only at entry points
-(:func:`load_config`); library classes take explicit arguments, never a config object.
-
-Example::
-
-    cfg = load_config(RADTrainConfig, "configs/rad.yaml", ["block.block_size=8", "optim.lr=1e-4"])
-"""
+"""Configs of the training stages: the block rules, noise, optimiser, trainer, model and data
+sections, and the AR and RAD stage configs built from them (one definition of each field)."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING
 
-ATTN_BACKENDS = ("sdpa", "eager", "flex_attention", "xformers")
-"""Attention backends: SDPA with a dense mask (default, trains on CPU), eager with an additive
-float mask, flex_attention with a block mask (GPU training, inference anywhere) and xformers
-(optional, GPU only)."""
+from blockdistill.config.base import ATTN_BACKENDS, check
 
-
-class ConfigError(ValueError):
-    """A configuration value is invalid. The message names the field."""
-
-
-def _check(cond: bool, field_name: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{field_name}: {msg}")
+__all__ = ["ARTrainConfig", "BlockConfig", "DataConfig", "ModelConfig", "NoiseConfig", "OptimConfig",
+           "RADTrainConfig", "TrainerConfig"]
 
 
 @dataclass
@@ -56,16 +35,16 @@ class BlockConfig:
     ``flex_attention`` (GPU training, inference anywhere) or ``xformers`` (GPU only)."""
 
     def __post_init__(self) -> None:
-        _check(self.block_size >= 1, "block.block_size", f"must be >= 1, got {self.block_size}")
-        _check(
+        check(self.block_size >= 1, "block.block_size", f"must be >= 1, got {self.block_size}")
+        check(
             self.attn_backend in ATTN_BACKENDS,
             "block.attn_backend",
             f"must be one of {ATTN_BACKENDS}, got {self.attn_backend!r}",
         )
         for name in ("mask_token_id", "eos_token_id", "pad_token_id"):
             v = getattr(self, name)
-            _check(v is None or v >= 0, f"block.{name}", f"must be a non-negative id, got {v}")
-        _check(bool(self.mask_token), "block.mask_token", "must be a non-empty string")
+            check(v is None or v >= 0, f"block.{name}", f"must be a non-negative id, got {v}")
+        check(bool(self.mask_token), "block.mask_token", "must be a non-empty string")
 
 
 @dataclass
@@ -80,7 +59,7 @@ class NoiseConfig:
     """Also train every example on the complement of its mask (Fast-dLLM v2), so every token is supervised."""
 
     def __post_init__(self) -> None:
-        _check(0.0 < self.eps < 1.0, "noise.eps", f"must be in (0, 1), got {self.eps}")
+        check(0.0 < self.eps < 1.0, "noise.eps", f"must be in (0, 1), got {self.eps}")
 
 
 @dataclass
@@ -103,15 +82,15 @@ class OptimConfig:
     """Gradient-norm clipping threshold; 0 disables."""
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
-        _check(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas",
+        check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        check(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas",
                f"must be two values in [0, 1), got {self.betas}")
-        _check(0 <= self.warmup_ratio < 1, "optim.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
-        _check(self.schedule in ("cosine", "constant"), "optim.schedule",
+        check(0 <= self.warmup_ratio < 1, "optim.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        check(self.schedule in ("cosine", "constant"), "optim.schedule",
                f"must be 'cosine' or 'constant', got {self.schedule!r}")
-        _check(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
-        _check(self.grad_clip >= 0, "optim.grad_clip", f"must be >= 0, got {self.grad_clip}")
+        check(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        check(self.grad_clip >= 0, "optim.grad_clip", f"must be >= 0, got {self.grad_clip}")
 
 
 @dataclass
@@ -144,12 +123,12 @@ class TrainerConfig:
     """Show Lightning's progress bar."""
 
     def __post_init__(self) -> None:
-        _check(self.max_steps >= 1, "trainer.max_steps", f"must be >= 1, got {self.max_steps}")
-        _check(self.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches",
+        check(self.max_steps >= 1, "trainer.max_steps", f"must be >= 1, got {self.max_steps}")
+        check(self.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches",
                f"must be >= 1, got {self.accumulate_grad_batches}")
-        _check(self.save_every_n_steps >= 1, "trainer.save_every_n_steps",
+        check(self.save_every_n_steps >= 1, "trainer.save_every_n_steps",
                f"must be >= 1, got {self.save_every_n_steps}")
-        _check(self.log_every_n_steps >= 1, "trainer.log_every_n_steps",
+        check(self.log_every_n_steps >= 1, "trainer.log_every_n_steps",
                f"must be >= 1, got {self.log_every_n_steps}")
 
 
@@ -169,12 +148,12 @@ class ModelConfig:
     """Override ``initializer_range`` for random-init models (0.1 avoids degenerate tiny models)."""
 
     def __post_init__(self) -> None:
-        _check((self.pretrained is None) != (self.tiny is None), "model",
+        check((self.pretrained is None) != (self.tiny is None), "model",
                "set exactly one of model.pretrained and model.tiny")
-        _check(self.dtype in ("float32", "bfloat16", "float16"), "model.dtype",
+        check(self.dtype in ("float32", "bfloat16", "float16"), "model.dtype",
                f"must be float32, bfloat16 or float16, got {self.dtype!r}")
         if self.tiny is not None:
-            _check("model_type" in self.tiny, "model.tiny.model_type", "is required")
+            check("model_type" in self.tiny, "model.tiny.model_type", "is required")
 
 
 @dataclass
@@ -193,9 +172,9 @@ class DataConfig:
     """Maximum clean-stream length; longer examples are rejected with an error, never truncated."""
 
     def __post_init__(self) -> None:
-        _check(self.batch_size >= 1, "data.batch_size", f"must be >= 1, got {self.batch_size}")
-        _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
-        _check(self.max_length is None or self.max_length >= 1, "data.max_length",
+        check(self.batch_size >= 1, "data.batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
+        check(self.max_length is None or self.max_length >= 1, "data.max_length",
                f"must be >= 1, got {self.max_length}")
 
 
@@ -229,39 +208,4 @@ class RADTrainConfig(ARTrainConfig):
     """Where the block-diffusion model is saved."""
 
     def __post_init__(self) -> None:
-        _check(self.layout in ("rad", "full_dup"), "layout", f"must be 'rad' or 'full_dup', got {self.layout!r}")
-
-
-T = TypeVar("T")
-
-
-def load_config(cls: type[T], path: str | Path | list[str | Path] | None = None,
-                overrides: list[str] | None = None) -> T:
-    """Build a ``cls`` instance from its defaults, YAML file(s) (merged in order) and ``key=value`` overrides.
-
-    Unknown keys and ill-typed values raise :class:`ConfigError` naming the key; values
-    rejected by a dataclass's ``__post_init__`` raise :class:`ConfigError` naming the field.
-    """
-    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
-    try:
-        layers = [OmegaConf.structured(cls)]
-        for p in map(Path, paths):
-            if not p.is_file():
-                raise ConfigError(f"config file {str(p)!r} does not exist")
-            layers.append(OmegaConf.load(p))
-        if overrides:
-            bad = [o for o in overrides if "=" not in o]
-            if bad:
-                raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
-            layers.append(OmegaConf.from_dotlist(list(overrides)))
-        merged = OmegaConf.merge(*layers)
-        return OmegaConf.to_object(merged)  # type: ignore[return-value]
-    except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None)
-        msg = str(getattr(e, "msg", e)).splitlines()[0]
-        raise ConfigError(f"{key or '?'}: {msg}") from None
-
-
-def to_yaml(cfg: Any) -> str:
-    """Render a config dataclass back to YAML (saved next to every run for reproducibility)."""
-    return OmegaConf.to_yaml(OmegaConf.structured(dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg))
+        check(self.layout in ("rad", "full_dup"), "layout", f"must be 'rad' or 'full_dup', got {self.layout!r}")

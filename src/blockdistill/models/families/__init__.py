@@ -5,15 +5,15 @@ Adding a family means adding one file with a :class:`BackboneFamily` subclass an
 :func:`register_family`; samplers, losses and training code never change.
 """
 
-from blockdistill.families.base import (
+from blockdistill.models.families.base import (
     BackboneFamily,
     VisionInputs,
     family_for,
     register_family,
     registered_families,
 )
-from blockdistill.families.qwen2_5_vl import Qwen25VLFamily
-from blockdistill.families.text import TextFamily
+from blockdistill.models.families.qwen2_5_vl import Qwen25VLFamily
+from blockdistill.models.families.text import TextFamily
 
 __all__ = [
     "BackboneFamily",

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from blockdistill.families import VisionInputs
 from blockdistill.layout import clean_length, padding_mask
+from blockdistill.models.families import VisionInputs
 
 
 @dataclass

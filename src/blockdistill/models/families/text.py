@@ -1,6 +1,6 @@
 """Text causal LMs with 1-D RoPE: Qwen2, Qwen3, Llama, Mistral and friends."""
 
-from blockdistill.families.base import BackboneFamily, register_family
+from blockdistill.models.families.base import BackboneFamily, register_family
 
 
 class TextFamily(BackboneFamily):

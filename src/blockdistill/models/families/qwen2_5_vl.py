@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from blockdistill.families.base import BackboneFamily, VisionInputs, register_family
+from blockdistill.models.families.base import BackboneFamily, VisionInputs, register_family
 
 
 class Qwen25VLFamily(BackboneFamily):

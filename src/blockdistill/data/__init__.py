@@ -1,0 +1,6 @@
+"""Training examples and batches: prompt and response ids (plus vision inputs) become padded
+clean streams on the block grid (DESIGN.md §2)."""
+
+from blockdistill.data.collate import Batch, BlockCollator
+
+__all__ = ["Batch", "BlockCollator"]
