@@ -62,6 +62,19 @@ class DataSection:
     num_workers: int = 0
     """DataLoader worker processes for training and collection (0: load in the main process, right for
     cached in-memory samples; raise it with ``cache_samples: false`` so image decoding keeps up with GPUs)."""
+    prompt_style: str = "compact"
+    """Chat prompt and report layout (``examples.echo_cxr.data.processor.PROMPT_STYLES``): ``echo``, the
+    released ECHO model's instructions ("Review this chest X-ray and write a report. ...", "这是一组胸部X光图像，
+    ...") and its ``Findings: ... Impression: ...`` / ``所见：... 结论：...`` reports (the ``lingshu7b``
+    configs); ``compact``, a shorter instruction that keeps the tiny CPU demo's sequences short."""
+    max_images: int | None = None
+    """Images of a study in its prompt, in record order; null: all of them (ECHO's user turn holds every
+    image of the study, then the text)."""
+    min_pixels: int | None = None
+    """Pretrained backbone: per-image lower pixel bound (ECHO: 256*28*28 = 200704); null: Qwen2.5-VL's 56*56."""
+    max_pixels: int | None = None
+    """Pretrained backbone: per-image upper pixel bound (ECHO: 1500**2 = 2250000, also its processor's
+    bound); null: Qwen2.5-VL's 28*28*1280 (about 1.0M)."""
 
     def __post_init__(self) -> None:
         _check(self.source in ("synthetic", "records"), "data.source", f"must be synthetic or records, got {self.source!r}")
@@ -74,6 +87,18 @@ class DataSection:
         _check(0 <= self.zh_fraction <= 1, "data.zh_fraction", f"must be in [0, 1], got {self.zh_fraction}")
         _check(self.image_size >= 32, "data.image_size", f"must be >= 32, got {self.image_size}")
         _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
+        from examples.echo_cxr.data.processor import PROMPT_STYLES
+
+        _check(self.prompt_style in PROMPT_STYLES, "data.prompt_style",
+               f"must be one of {sorted(PROMPT_STYLES)}, got {self.prompt_style!r}")
+        _check(self.max_images is None or self.max_images >= 1, "data.max_images",
+               f"must be >= 1 or null (all), got {self.max_images}")
+        for name in ("min_pixels", "max_pixels"):
+            v = getattr(self, name)
+            _check(v is None or v >= 1, f"data.{name}", f"must be >= 1 or null, got {v}")
+        if self.min_pixels is not None and self.max_pixels is not None:
+            _check(self.min_pixels <= self.max_pixels, "data.min_pixels",
+                   f"{self.min_pixels} is above data.max_pixels={self.max_pixels}")
 
 
 @dataclass

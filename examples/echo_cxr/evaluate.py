@@ -192,6 +192,26 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_echo_predictions(results: Mapping[str, Any], records: Sequence[Any], out_dir: str | Path) -> list[Path]:
+    """Each variant's reports as ECHO records, ``out_dir/predictions/<variant>.json``: the study's
+    ``sample_id``, ``images`` (relative to the file) and ``ground_truth``, plus ``output`` (the generated
+    text) and its ``findings`` / ``impression``. ``records[i]`` is the record of evaluation example ``i``."""
+    from examples.echo_cxr.data.echo_json import echo_dict, write_echo_records
+    from examples.echo_cxr.data.processor import split_report
+
+    folder = Path(out_dir) / "predictions"
+    paths = []
+    for name, preds in results["predictions"].items():
+        rows = []
+        for p in preds:
+            rec = records[p["index"]]
+            findings, impression = split_report(p["prediction"])
+            rows.append(echo_dict(rec, folder.resolve(), language=rec.language, output=p["prediction"],
+                                  findings=findings, impression=impression, output_tokens=p["length"]))
+        paths.append(write_echo_records(folder / f"{name}.json", rows))
+    return paths
+
+
 def _one_line(text: str) -> str:
     return " / ".join(part.strip() for part in text.splitlines() if part.strip()) or "(empty)"
 
@@ -255,7 +275,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for key, flag in zip(MODEL_KEYS, ("--ar", "--base-l4", "--base-l8", "--echo")):
         p.add_argument(flag, dest=key, help=f"model directory for models[{key!r}]")
     p.add_argument("--tokenizer", help="tokenizer directory (default: the first model directory holding one)")
-    p.add_argument("--records", help="CXRRecord JSONL to evaluate (images resolved next to it)")
+    p.add_argument("--records", help="CXRRecord JSONL or ECHO JSON/JSONL to evaluate (images resolved next to it); "
+                                     "reports are also written as ECHO records under OUT/predictions/")
     p.add_argument("--synthetic", type=int, default=0, help="else: this many synthetic studies")
     p.add_argument("--seed", type=int, default=1, help="synthetic stream seed (pick one not used for training)")
     p.add_argument("--languages", nargs="+", default=["en", "zh"])
@@ -288,8 +309,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     vision = (VisionSettings.tiny(a.image_size, int(vc.patch_size)) if a.image_size
               else VisionSettings.from_vision_config(vc))
     proc = CXRProcessor(tokenizer, vision)
+    records = None
     if a.records:
-        data = CXRRecordDataset([r for r in read_records(a.records) if r.language in a.languages], proc)
+        records = [r for r in read_records(a.records) if r.language in a.languages]
+        data = CXRRecordDataset(records, proc)
     elif a.synthetic > 0:
         data = SyntheticCXRDataset(a.synthetic, proc, seed=a.seed, languages=a.languages)
     else:
@@ -297,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     variants = echo_variants(models, include=a.variants, tau=a.tau, max_new_tokens=a.max_new_tokens)
     results = run_echo_eval(variants, data, tokenizer, out_dir=a.out, semscore=not a.no_semscore,
                             batch_size=a.batch_size, warmup=a.warmup)
+    if records is not None:
+        write_echo_predictions(results, records, a.out)
     print(markdown_table(results["rows"], ROW_KEYS))
     return results
 

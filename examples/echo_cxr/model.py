@@ -36,6 +36,9 @@ class BackboneConfig:
     """Never enabled silently. Qwen2.5-VL is native to transformers and needs no remote code."""
     dtype: str = "float32"
     """``float32`` on CPU; ``bfloat16`` for Lingshu-7B on GPUs."""
+    mask_token: str = "[MASK]"
+    """Text of the mask token added to the tokenizer for block diffusion (the released ECHO models use
+    ``<|MASK|>``; a tokenizer that already has it keeps its id)."""
     hidden_size: int = 128
     """Tiny: text hidden size."""
     num_layers: int = 4
@@ -64,6 +67,8 @@ class BackboneConfig:
             raise ConfigError(f"model.kind: must be 'tiny' or 'pretrained', got {self.kind!r}")
         if self.kind == "pretrained" and not self.pretrained:
             raise ConfigError("model.pretrained: required when model.kind=pretrained (path to Lingshu-7B)")
+        if not self.mask_token:
+            raise ConfigError("model.mask_token: must be a non-empty string")
         if self.dtype not in _DTYPES:
             raise ConfigError(f"model.dtype: must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
         if self.hidden_size % self.num_heads:

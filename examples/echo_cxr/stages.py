@@ -112,7 +112,8 @@ def stage_rad(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
             model.gradient_checkpointing_enable()
         if cfg.rad.freeze_vision:
             freeze_vision(model)
-        bd: BlockDiffusionLM = wrap_for_stage(model, tok, BlockConfig(block_size=size, shift=cfg.rad.shift),
+        bd: BlockDiffusionLM = wrap_for_stage(model, tok, BlockConfig(block_size=size, shift=cfg.rad.shift,
+                                                                   mask_token=cfg.model.mask_token),
                                               allow_block_size_change=True)
         dm = _datamodule(ws, size, bd.spec.eos_token_id, bd.spec.pad_token_id, cfg.rad.batch_size)
         tcfg = _trainer_cfg(replace(cfg.rad.trainer, max_steps=cfg.rad.steps_for(size)), ws, name)

@@ -17,7 +17,7 @@ import torch
 from blockdistill.evaluation import write_json
 from blockdistill.utils.machine import machine_info
 from examples.echo_cxr.config import EchoConfig
-from examples.echo_cxr.evaluate import ClinicalScorer, echo_variants, load_model, run_echo_eval
+from examples.echo_cxr.evaluate import ClinicalScorer, echo_variants, load_model, run_echo_eval, write_echo_predictions
 from examples.echo_cxr.labeler import SYNTHETIC_FINDINGS
 from examples.echo_cxr.workspace import Workspace
 
@@ -83,6 +83,7 @@ def stage_eval(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
         if cfg.data.source == "synthetic" else ClinicalScorer()
     results = run_echo_eval(variants, data, tok, out_dir=ws.root / "eval", semscore=e.semscore, clinical=clinical,
                             batch_size=e.batch_size, samples=e.n_samples_in_report, warmup=1)
+    write_echo_predictions(results, ws.records("eval"), ws.root / "eval")  # every report as an ECHO record
     speed = measure_speed(variants, data, tok, e.speed_samples, e.speed_batch_size) if e.speed_samples else {}
     for row in results["rows"]:
         if row["variant"] in speed:

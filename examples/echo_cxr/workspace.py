@@ -26,6 +26,20 @@ from examples.echo_cxr.data.processor import CXRProcessor, VisionSettings
 from examples.echo_cxr.data.records import CXRRecord
 
 
+def build_processor(cfg: EchoConfig, tokenizer: Any, vision_config: Any = None) -> CXRProcessor:
+    """The processor a run's config asks for: prompt style, images per study, and pixel bounds (the tiny
+    backbone's fixed size, or ``vision_config``'s patching with ``data.min_pixels`` / ``data.max_pixels``)."""
+    m, d = cfg.model, cfg.data
+    if m.kind == "tiny" and vision_config is None:
+        vision = VisionSettings.tiny(d.image_size, m.patch_size)
+    else:
+        if vision_config is None:
+            raise ValueError("a pretrained backbone's processor needs its vision_config (patch and merge sizes)")
+        bounds = {k: getattr(d, k) for k in ("min_pixels", "max_pixels") if getattr(d, k) is not None}
+        vision = VisionSettings.from_vision_config(vision_config, **bounds)
+    return CXRProcessor(tokenizer, vision, max_images=d.max_images, style=d.prompt_style)
+
+
 class CachedSamples(Dataset):
     """Processor samples of a list of records, processed once (images decoded once, not per epoch)."""
 
@@ -81,14 +95,12 @@ class Workspace:
 
     @functools.cached_property
     def processor(self) -> CXRProcessor:
-        m = self.cfg.model
-        if m.kind == "tiny":
-            vision = VisionSettings.tiny(self.cfg.data.image_size, m.patch_size)
-        else:
+        vision_config = None
+        if self.cfg.model.kind != "tiny":
             from transformers import AutoConfig
 
-            vision = VisionSettings.from_vision_config(AutoConfig.from_pretrained(m.pretrained).vision_config)
-        return CXRProcessor(self.tokenizer(), vision)
+            vision_config = AutoConfig.from_pretrained(self.cfg.model.pretrained).vision_config
+        return build_processor(self.cfg, self.tokenizer(), vision_config)
 
     # ------------------------------------------------------------------ records and samples
     def records(self, split: str) -> list[CXRRecord]:

@@ -188,3 +188,33 @@ def test_command_line_on_saved_models(setup, tmp_path):
     assert [(r["variant"], r["lang"], r["n"], r["semscore"]) for r in res["rows"]] == [
         ("ar", "en", 1, None), ("echo_onestep_L8", "en", 1, None)]
     assert json.loads((tmp_path / "out" / "results.json").read_text())["rows"] == res["rows"]
+
+
+def test_command_line_reads_and_writes_echo_records(setup, tmp_path):
+    """ECHO-format JSON in (paths relative to the JSON file), ECHO records with the reports out."""
+    from examples.echo_cxr.data.echo_json import read_echo_records
+    from examples.echo_cxr.data.synthetic import generate_sample
+
+    tok, models, _ = setup
+    models["echo_L8"].save_pretrained(tmp_path / "echo", tokenizer=tok)
+    (tmp_path / "imgs").mkdir()
+    entries = []
+    for k in range(2):
+        s = generate_sample(k)
+        s.to_pil().save(tmp_path / "imgs" / f"{k}.png")
+        entries.append({"sample_id": f"id{k}", "images": [f"../imgs/{k}.png"],
+                        "ground_truth": {"findings": s.findings["en"], "impression": s.impression["en"]}})
+    (tmp_path / "jsons").mkdir()
+    (tmp_path / "jsons" / "test.json").write_text(json.dumps(entries))
+    res = main(["--echo", str(tmp_path / "echo"), "--variants", "echo_onestep_L8", "--records",
+                str(tmp_path / "jsons" / "test.json"), "--languages", "en", "--image-size", "64", "--no-semscore",
+                "--warmup", "0", "--max-new-tokens", "8", "--out", str(tmp_path / "out")])
+    assert [(r["variant"], r["n"]) for r in res["rows"]] == [("echo_onestep_L8", 2)]
+    out = tmp_path / "out" / "predictions" / "echo_onestep_L8.json"
+    rows = json.loads(out.read_text())
+    assert [r["sample_id"] for r in rows] == ["id0", "id1"]
+    assert rows[0]["images"] == ["../../imgs/0.png"] and rows[0]["ground_truth"] == entries[0]["ground_truth"]
+    preds = {p["index"]: p["prediction"] for p in res["predictions"]["echo_onestep_L8"]}
+    assert [r["output"] for r in rows] == [preds[0], preds[1]]
+    assert all({"findings", "impression", "output_tokens"} <= set(r) for r in rows)
+    assert [r.study_id for r in read_echo_records(out)] == ["id0", "id1"]  # readable as input again

@@ -85,8 +85,14 @@ def write_synthetic_dataset(
 
 
 def read_records(path: str | os.PathLike, resolve: bool = True) -> list[CXRRecord]:
-    """CXRRecords from a JSONL; relative image paths are made absolute against the JSONL's folder."""
+    """CXRRecords from a JSONL, or from a file of ECHO records (``{sample_id, images, ground_truth}``,
+    a JSON list or JSONL; see :mod:`examples.echo_cxr.data.echo_json`); relative image paths are made
+    absolute against the file's folder."""
+    from examples.echo_cxr.data.echo_json import is_echo_file, read_echo_records
+
     path = Path(path)
+    if is_echo_file(path):
+        return read_echo_records(path, resolve=resolve)
     records = []
     with open(path, encoding="utf-8") as f:
         for line in f:

@@ -1,7 +1,10 @@
 """Turns a chest X-ray study into the token/pixel tensors the ECHO library trains on.
 
-One sample is a Qwen2.5-VL chat prompt (system, then a user turn holding the image and the
-instruction, then an opened assistant turn) and the report as the response::
+One sample is a Qwen2.5-VL chat prompt (system, then a user turn holding every image of the
+study and then the instruction, then an opened assistant turn) and the report as the response.
+Two prompt styles (:data:`PROMPT_STYLES`, ``data.prompt_style``): ``echo``, the released ECHO
+model's instructions and report layout (the ``lingshu7b`` configs), and ``compact``, a shorter
+instruction for the tiny CPU demo (shown here)::
 
     <|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n<|im_start|>user\\n
     <|vision_start|><|image_pad|>*n<|vision_end|>Generate the findings and impression of this
@@ -45,12 +48,53 @@ class PromptText:
     instruction: str
 
 
+QWEN_SYSTEM = "You are a helpful assistant."
+"""Qwen2.5-VL's default system line: its chat template inserts it when a conversation has none
+(as ECHO's inference scripts send: one user turn, no system turn)."""
+
 PROMPTS: dict[str, PromptText] = {
-    "en": PromptText("You are a helpful assistant.", "Generate the findings and impression of this chest X-ray report."),
-    "zh": PromptText("You are a helpful assistant.", "请生成这张胸部X光片报告的所见和印象。"),
+    "en": PromptText(QWEN_SYSTEM, "Generate the findings and impression of this chest X-ray report."),
+    "zh": PromptText(QWEN_SYSTEM, "请生成这张胸部X光片报告的所见和印象。"),
 }
-"""Per language. The system line stays Qwen2.5-VL's default in both, as its chat template inserts."""
-_HEADERS = {"en": ("Findings: ", "Impression: "), "zh": ("所见：", "印象：")}
+"""The compact prompt of the tiny CPU demo (``data.prompt_style: compact``), per language."""
+
+ECHO_PROMPTS: dict[str, PromptText] = {
+    "en": PromptText(QWEN_SYSTEM, "Review this chest X-ray and write a report. "
+                                  "Use this format: Findings: {}, Impression: {}."),
+    "zh": PromptText(QWEN_SYSTEM, "这是一组胸部X光图像，请生成一份医学报告，包括所见和结论。"
+                                  "以以下格式返回报告：所见：{} 结论：{}。"),
+}
+"""The released ECHO model's instructions (midea-ai/ECHO, ``eval/EasyEval/config.py``
+``no_cot_eng_prompt`` / ``no_cot_zh_prompt``), sent verbatim, ``{}`` included
+(``data.prompt_style: echo``, the ``lingshu7b`` configs)."""
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    """A chat prompt and the report layout it asks for."""
+
+    prompts: Mapping[str, PromptText]
+    """Per language: system line and instruction."""
+    headers: Mapping[str, tuple[str, str]]
+    """Per language: the findings and impression headers of the response."""
+    separator: str
+    """Between the findings and the impression section."""
+
+
+PROMPT_STYLES: dict[str, PromptStyle] = {
+    "compact": PromptStyle(PROMPTS, {"en": ("Findings: ", "Impression: "), "zh": ("所见：", "印象：")}, "\n"),
+    # ECHO's reference text (eval/EasyEval/evaluation.py): "Findings: {f} Impression: {i}", "所见：{f} 结论：{i}"
+    "echo": PromptStyle(ECHO_PROMPTS, {"en": ("Findings: ", "Impression: "), "zh": ("所见：", "结论：")}, " "),
+}
+"""``data.prompt_style`` choices."""
+_HEADERS = PROMPT_STYLES["compact"].headers
+
+
+def prompt_style(name: str) -> PromptStyle:
+    """The :data:`PROMPT_STYLES` entry ``name``; a clear error on an unknown one."""
+    if name not in PROMPT_STYLES:
+        raise ValueError(f"prompt_style={name!r}; expected one of {tuple(PROMPT_STYLES)}")
+    return PROMPT_STYLES[name]
 
 
 def prompt_templates(p: PromptText) -> tuple[str, str]:
@@ -59,20 +103,43 @@ def prompt_templates(p: PromptText) -> tuple[str, str]:
             f"{p.instruction}<|im_end|>\n<|im_start|>assistant\n")
 
 
-def prompt_text_pieces(language: str = "en") -> list[str]:
+def prompt_text_pieces(language: str = "en", style: str = "compact") -> list[str]:
     """The plain-text pieces of the chat prompt, split at special tokens as a tokenizer splits them."""
-    pieces = [piece for text in prompt_templates(PROMPTS[language]) for piece in re.split(r"<\|[a-z_]+\|>", text)]
+    texts = prompt_templates(prompt_style(style).prompts[language])
+    pieces = [piece for text in texts for piece in re.split(r"<\|[a-z_]+\|>", text)]
     return [piece for piece in pieces if piece]
 
 
-def format_report(findings: str, impression: str, language: str = "en") -> str:
-    """The response text: ``Findings: ...\\nImpression: ...`` (``所见：...\\n印象：...``); empty sections are left out."""
-    if language not in _HEADERS:
-        raise ValueError(f"language={language!r}; expected one of {tuple(_HEADERS)}")
-    parts = [h + t.strip() for h, t in zip(_HEADERS[language], (findings, impression)) if t.strip()]
+def format_report(findings: str, impression: str, language: str = "en", style: str = "compact") -> str:
+    """The response text. ``compact``: ``Findings: ...\\nImpression: ...`` (``所见：...\\n印象：...``);
+    ``echo``: ``Findings: ... Impression: ...`` (``所见：... 结论：...``). Empty sections are left out."""
+    st = prompt_style(style)
+    if language not in st.headers:
+        raise ValueError(f"language={language!r}; expected one of {tuple(st.headers)}")
+    parts = [h + t.strip() for h, t in zip(st.headers[language], (findings, impression)) if t.strip()]
     if not parts:
         raise ValueError("report has neither findings nor impression; expected at least one")
-    return "\n".join(parts)
+    return st.separator.join(parts)
+
+
+def split_report(text: str, language: str | None = None) -> tuple[str, str]:
+    """``(findings, impression)`` of a generated report in either style and language (the inverse
+    of :func:`format_report`): the text after a findings header up to an impression header, and
+    the text after the impression header. Without any header the whole text is the findings."""
+    f_head = r"(?:Findings?\s*[:：]|所见\s*[:：])"
+    i_head = r"(?:Impression\s*[:：]|结论\s*[:：]|印象\s*[:：])"
+    text = text.strip()
+    m = re.search(i_head, text, flags=re.IGNORECASE)
+    body, impression = (text[: m.start()], text[m.end():]) if m else (text, "")
+    fm = re.match(r"\s*" + f_head, body, flags=re.IGNORECASE)
+    findings = body[fm.end():] if fm else body
+    return findings.strip().rstrip(",，").strip(), impression.strip()
+
+
+ECHO_MIN_PIXELS = 256 * 28 * 28
+"""Per-image lower bound of the released ECHO (200,704 pixels)."""
+ECHO_MAX_PIXELS = 1500 * 1500
+"""Per-image upper bound of the released ECHO (2,250,000 pixels, also its processor's ``max_pixels``)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +171,13 @@ class VisionSettings:
         if image_size % (patch_size * 2):
             raise ValueError(f"image_size={image_size} must be a multiple of patch_size*merge_size={patch_size * 2}")
         return cls(patch_size=patch_size, min_pixels=image_size * image_size, max_pixels=image_size * image_size)
+
+    @classmethod
+    def echo(cls, patch_size: int = 14, temporal_patch_size: int = 2, merge_size: int = 2) -> VisionSettings:
+        """The released ECHO's bounds: per image ``min_pixels = 256*28*28`` and ``max_pixels = 1500**2``
+        (its chat messages), which equals the processor call's ``max_pixels = 2_250_000``."""
+        return cls(patch_size=patch_size, temporal_patch_size=temporal_patch_size, merge_size=merge_size,
+                   min_pixels=ECHO_MIN_PIXELS, max_pixels=ECHO_MAX_PIXELS)
 
     @classmethod
     def from_vision_config(cls, vision_config: Any, **overrides: Any) -> VisionSettings:
@@ -202,15 +276,17 @@ class CXRProcessor:
         self,
         tokenizer: PreTrainedTokenizerBase,
         vision: VisionSettings | None = None,
-        max_images: int = 1,
-        prompts: Mapping[str, PromptText] = PROMPTS,
+        max_images: int | None = 1,
+        prompts: Mapping[str, PromptText] | None = None,
+        style: str = "compact",
     ) -> None:
-        if max_images < 1:
-            raise ValueError(f"max_images={max_images}; expected >= 1")
+        if max_images is not None and max_images < 1:
+            raise ValueError(f"max_images={max_images}; expected >= 1 or None (every image of the study)")
         self.tokenizer = tokenizer
         self.vision = vision or VisionSettings()
         self.max_images = max_images
-        self.prompts = dict(prompts)
+        self.style = style
+        self.prompts = dict(prompts if prompts is not None else prompt_style(style).prompts)
         self.ids = special_token_ids(tokenizer)
         v = self.vision
         self.image_processor = Qwen2VLImageProcessorPil(
@@ -252,7 +328,7 @@ class CXRProcessor:
 
     def response_ids(self, findings: str, impression: str, language: str = "en") -> torch.Tensor:
         """LongTensor [R]: the formatted report, WITHOUT EOS (the library's collator appends it)."""
-        return torch.tensor(self._encode(format_report(findings, impression, language)), dtype=torch.long)
+        return torch.tensor(self._encode(format_report(findings, impression, language, self.style)), dtype=torch.long)
 
     def position_ids(
         self, input_ids: torch.Tensor, image_grid_thw: torch.Tensor, model: Any = None,
@@ -286,7 +362,7 @@ class CXRProcessor:
         """
         if not isinstance(images, (list, tuple)):
             images = [images]
-        pixel_values, grid = self.process_images(list(images)[: self.max_images])
+        pixel_values, grid = self.process_images(list(images)[: self.max_images])  # None: all of them
         prompt = self.prompt_ids(grid, language)
         pos, delta = mrope_position_ids(prompt, mm_token_type_ids(prompt, self.ids.image_token_id), grid, self.vision.merge_size)
         meta = dict(meta or {})

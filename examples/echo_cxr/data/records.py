@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-SOURCES = ("mimic_cxr", "chexpert_plus", "rexgradient", "iu_xray", "synthetic")
+SOURCES = ("mimic_cxr", "chexpert_plus", "rexgradient", "iu_xray", "synthetic", "external")
+"""``external``: studies read from another tool's files that name no data set (e.g. an ECHO JSON)."""
 LANGUAGES = ("en", "zh")
 
 
