@@ -17,7 +17,13 @@ import torch
 from blockdistill.evaluation import write_json
 from blockdistill.utils.machine import machine_info
 from examples.echo_cxr.config import EchoConfig
-from examples.echo_cxr.evaluate import ClinicalScorer, echo_variants, load_model, run_echo_eval, write_echo_predictions
+from examples.echo_cxr.evaluate import (
+    ClinicalScorer,
+    echo_variants,
+    load_model,
+    run_echo_eval,
+    write_echo_predictions,
+)
 from examples.echo_cxr.labeler import SYNTHETIC_FINDINGS
 from examples.echo_cxr.workspace import Workspace
 
