@@ -14,6 +14,7 @@ Example::
 from blockdistill.sampling.ar import ar_generate
 from blockdistill.sampling.block import CACHE_MODES, block_generate, check_prompts
 from blockdistill.sampling.denoiser import Denoiser
+from blockdistill.sampling.generate import GenerateOutput, generate
 from blockdistill.sampling.hf import HFDenoiser, HFState
 from blockdistill.sampling.output import GenerationOutput, GenerationStats, pad_sequences
 from blockdistill.sampling.policies import (
@@ -31,6 +32,7 @@ __all__ = [
     "ConfidenceThreshold",
     "Denoiser",
     "FixedCount",
+    "GenerateOutput",
     "GenerationOutput",
     "GenerationStats",
     "HFDenoiser",
@@ -41,6 +43,7 @@ __all__ = [
     "UnmaskPolicy",
     "ar_generate",
     "block_generate",
+    "generate",
     "check_prompts",
     "pad_sequences",
     "policy_from_name",
