@@ -11,7 +11,16 @@ from transformers import TextIteratorStreamer, TextStreamer
 from blockdistill.sampling import ConfidenceThreshold, OneStep, ar_generate, block_generate
 from blockdistill.sampling.generate import generate, right_align
 from blockdistill.testing import tiny_tokenizer
-from tests.sampling.helpers import denoiser, image_prompt, images, pad_rows, random_prompts, text_bd, variant, vl_bd
+from tests.sampling.helpers import (
+    denoiser,
+    image_prompt,
+    images,
+    pad_rows,
+    random_prompts,
+    text_bd,
+    variant,
+    vl_bd,
+)
 
 
 def _left_pad(ids, lens, pad):
