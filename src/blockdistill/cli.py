@@ -15,7 +15,7 @@ from pathlib import Path
 from blockdistill.config import ARTrainConfig, ConfigError, RADTrainConfig, load_config, to_yaml
 
 COMMANDS: dict[str, tuple[type, Callable, str]] = {}
-PLUGIN_MODULES: tuple[str, ...] = ("blockdistill.cli_dcd",)
+PLUGIN_MODULES: tuple[str, ...] = ("blockdistill.cli_dcd", "blockdistill.interop.cli")
 """Modules imported at start-up that register more sub-commands (e.g. distillation)."""
 
 

@@ -18,7 +18,12 @@ from blockdistill import BlockDiffusionLM
 from blockdistill.interop import CheckpointError, export_sdar, load_released, load_sdar
 from blockdistill.sampling import HFDenoiser, block_generate
 from blockdistill.sampling.policies import ConfidenceThreshold, OneStep
-from tests.interop.helpers import MASK, sdar_tokenizer, tiny_qwen3, write_echo_checkpoint, write_sdar_checkpoint
+from tests.interop.helpers import (
+    MASK,
+    tiny_qwen3,
+    write_echo_checkpoint,
+    write_sdar_checkpoint,
+)
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:

@@ -14,7 +14,13 @@ from blockdistill.interop.checkpoints import (
     load_released,
     read_checkpoint_config,
 )
-from blockdistill.interop.sdar import SDARConfidence, SDARThreshold, export_sdar, load_sdar, sdar_transfer_counts
+from blockdistill.interop.sdar import (
+    SDARConfidence,
+    SDARThreshold,
+    export_sdar,
+    load_sdar,
+    sdar_transfer_counts,
+)
 
 __all__ = [
     "MASK_TOKEN", "CheckpointError", "ReleasedCheckpoint", "SDARConfidence", "SDARThreshold", "export_sdar",

@@ -27,8 +27,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from blockdistill.interop.checkpoints import MASK_TOKEN, SDAR_TYPES, CheckpointError, load_released, \
-    read_checkpoint_config
+from blockdistill.interop.checkpoints import (
+    MASK_TOKEN,
+    SDAR_TYPES,
+    CheckpointError,
+    load_released,
+    read_checkpoint_config,
+)
 from blockdistill.models.adapter import CONFIG_KEY, BlockDiffusionLM
 
 __all__ = ["SDARConfidence", "SDARThreshold", "export_sdar", "load_sdar", "sdar_transfer_counts"]
