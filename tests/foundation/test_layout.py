@@ -8,13 +8,22 @@ from hypothesis import strategies as st
 
 from blockdistill.layout import (
     additive_mask,
+    block_id,
+    block_indices,
+    block_span,
     clean_layout,
     clean_length,
+    decode_end,
     dense_mask,
     full_dup_layout,
+    generated_through,
     mask_mod,
+    num_blocks,
+    on_block_boundary,
     rad_layout,
+    readout_column,
     response_block_start,
+    tail_len,
 )
 
 
@@ -153,3 +162,49 @@ def test_block_helpers_known_values():
     assert clean_length(9, 3, 4) == 16  # 9 + 3 + EOS = 13 -> 16
     assert clean_length(5, 2, 4) == 8  # exactly one EOS fits at index 7
     assert clean_length(4, 4, 4) == 12  # response fills the block: a whole EOS block follows
+
+
+@given(p=st.integers(1, 40), m=st.integers(1, 40), L=st.sampled_from([1, 2, 3, 4, 8]))
+def test_grid_spans_counts_and_ends_match_enumeration(p, m, L):
+    """Each grid helper against a definition by enumerating clean indices one by one."""
+    s = min(i for i in range(p + 1) if i // L == p // L)  # first index of the block holding index p
+    assert response_block_start(p, L) == s and tail_len(p, L) == p - s
+    # the blocks a decode of m tokens touches: every block holding one of p .. p+m-1
+    touched = sorted({i // L for i in range(p, p + m)})
+    assert num_blocks(tail_len(p, L) + m, L) == len(touched)
+    assert decode_end(p, m, L) == (touched[-1] + 1) * L
+    for k in range(len(touched)):
+        lo, hi = block_span(s, k, L)
+        assert [block_id(i, L) for i in range(lo, hi)] == [touched[k]] * L
+        assert generated_through(k, p - s, L) == sum(1 for i in range(p, hi))
+    assert on_block_boundary(p, L) == (p == response_block_start(p, L))
+    assert num_blocks(0, L) == 0
+
+
+def test_grid_tensor_helpers():
+    start = torch.tensor([0, 4, 8])
+    assert block_indices(start, 1, 4).tolist() == [[4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]]
+    assert block_indices(start[:1], 0, 2, count=3).tolist() == [list(range(6))]
+    assert decode_end(torch.tensor([5, 8]), 4, 4).tolist() == [12, 12]
+    assert on_block_boundary(torch.tensor([4, 5]), 4).tolist() == [True, False]
+    assert generated_through(0, torch.tensor([1, 3]), 4).tolist() == [3, 1]
+
+
+@given(p=st.integers(1, 12), n_extra=st.integers(1, 3), L=st.sampled_from([1, 2, 4]))
+def test_readout_column_is_the_prediction_slot_of_a_rad_layout(p, n_extra, L):
+    """The sampler's query ``[previous block (clean) | block (noisy)]`` read at
+    ``readout_column`` names the same clean index as ``SlotLayout.prediction_slot`` in the
+    training layout (shift: slot i-1 predicts i; no shift: the noisy twin)."""
+    s = response_block_start(p, L)
+    if s == 0:
+        s, p = L, p + L  # a previous block must exist
+    n = s + n_extra * L
+    lay = rad_layout(torch.tensor([p]), torch.tensor([n]), L)
+    for shift in (False, True):
+        for j in range(L):
+            col = readout_column(j, L, shift)  # query column, the previous block as L clean slots
+            want = lay.prediction_slot(torch.tensor([[s + j]]), shift)[0, 0]
+            # query column c < L is clean index s - L + c; column L + j' is the noisy twin of s + j'
+            names = (False, s - L + col) if col < L else (True, s + col - L)
+            got = (bool(lay.noisy[0, want]), int(lay.clean_index[0, want]))
+            assert got == names

@@ -3,11 +3,23 @@
 Every equivalence is checked on outputs that are not degenerate (``test_outputs_are_diverse``).
 """
 
+from contextlib import contextmanager
+
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blockdistill.sampling import ConfidenceThreshold, FixedCount, OneStep, block_generate
+from blockdistill.sampling import (
+    CACHE_MODES,
+    BlockCache,
+    CacheStrategy,
+    ConfidenceThreshold,
+    FixedCount,
+    OneStep,
+    block_generate,
+    register_cache_mode,
+)
 from tests.sampling.helpers import (
     as_lists,
     denoiser,
@@ -24,15 +36,85 @@ BLOCKS = st.sampled_from([1, 2, 4, 8])
 @given(L=BLOCKS, shift=st.booleans(), lens=st.lists(st.integers(1, 13), min_size=1, max_size=3),
        max_new=st.integers(1, 14), tau=st.sampled_from([None, 0.0, 0.5, 0.85]), seed=st.integers(0, 999))
 def test_cache_modes_give_identical_tokens(L, shift, lens, max_new, tau, seed):
-    """Guards: a stale or uncropped KV cache, a fused pass that lets the previous block see the
+    """Every registered cache mode (``CACHE_MODES``, read when the test runs, so a new mode is
+    tested by being registered) decodes what the no-cache reference decodes.
+    Guards: a stale or uncropped KV cache, a fused pass that lets the previous block see the
     current one (or misses its KV), wrong positions for cached blocks."""
     den = denoiser(text_bd(), L, shift)
     ids, plen = random_prompts(lens, seed)
     policy = OneStep() if tau is None else ConfidenceThreshold(tau)
-    outs = [as_lists(block_generate(den, ids, plen, policy=policy, cache=c, max_new_tokens=max_new,
-                                    stop_at_eos=False)) for c in ("none", "block", "fused")]
-    assert outs[0] == outs[1] == outs[2]
-    assert all(len(s) == max_new for s in outs[0])
+    assert {"none", "block", "fused"} <= set(CACHE_MODES)
+    outs = {c: as_lists(block_generate(den, ids, plen, policy=policy, cache=c, max_new_tokens=max_new,
+                                       stop_at_eos=False)) for c in CACHE_MODES}
+    for c, out in outs.items():
+        assert out == outs["none"], c
+    assert all(len(s) == max_new for s in outs["none"])
+
+
+class DeferredWrite(CacheStrategy):
+    """The example of ``blockdistill.sampling.cache``: a block cache that writes each finished
+    block in its own pass just before the next block's first forward."""
+
+    name = "deferred"
+    writes = 0
+
+    def __init__(self):
+        self.pending = None
+
+    def clean_slots(self, run, k, step):
+        if self.pending is not None:
+            BlockCache().end_block(run, k - 1, self.pending)
+            DeferredWrite.writes += 1
+            self.pending = None
+        return None
+
+    def end_block(self, run, k, block):
+        self.pending = block
+
+
+class Forgetful(CacheStrategy):
+    """A broken mode: finished blocks never reach the context."""
+
+    name = "forgetful"
+
+
+@contextmanager
+def registered(cls):
+    register_cache_mode(cls)
+    try:
+        yield
+    finally:
+        del CACHE_MODES[cls.name]
+
+
+def test_a_registered_mode_is_checked_by_the_equivalence_test():
+    """One new class plus registration: the registry-wide equivalence test runs it; it costs as
+    many forwards as the block cache (its write pass merely moved)."""
+    DeferredWrite.writes = 0
+    with registered(DeferredWrite):
+        test_cache_modes_give_identical_tokens()
+        ids, plen = random_prompts([5, 9], 7)
+        kw = dict(policy=ConfidenceThreshold(0.5), max_new_tokens=11, stop_at_eos=False)
+        for shift in (False, True):
+            den = denoiser(text_bd(), 4, shift)
+            ref = block_generate(den, ids, plen, cache="block", **kw)
+            got = block_generate(den, ids, plen, cache="deferred", **kw)
+            assert as_lists(got) == as_lists(ref)
+            assert got.stats.nfe == ref.stats.nfe
+    assert DeferredWrite.writes > 0
+    assert "deferred" not in CACHE_MODES
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_the_equivalence_test_catches_a_mode_that_loses_blocks(shift):
+    """The registry-wide check can fail: a mode that never puts finished blocks into the
+    context decodes other tokens than the reference."""
+    den = denoiser(text_bd(), 4, shift)
+    ids, plen = random_prompts([5, 9, 3], 1)
+    kw = dict(policy=OneStep(), max_new_tokens=16, stop_at_eos=False)
+    with registered(Forgetful):
+        assert as_lists(block_generate(den, ids, plen, cache="forgetful", **kw)) != \
+            as_lists(block_generate(den, ids, plen, cache="none", **kw))
 
 
 @settings(max_examples=8)

@@ -15,6 +15,7 @@ from torch import Tensor
 from blockdistill.distill.dists import TokenDists
 from blockdistill.distill.prompts import PromptBatch
 from blockdistill.distill.records import TrajectoryRecord
+from blockdistill.layout import block_id
 from blockdistill.models.families import VisionInputs
 
 __all__ = ["DistillBatch", "collate_records"]
@@ -91,8 +92,8 @@ class DistillBatch:
 
     @property
     def block_index(self) -> Tensor:
-        """Long ``(B, G)``: block id ``i // L`` of each generated position."""
-        return self.gen_index // self.block_size
+        """Long ``(B, G)``: block id of each generated position."""
+        return block_id(self.gen_index, self.block_size)
 
     def masked(self) -> Tensor:
         """Bool ``(B, n)``: every generated position, the noisy copy the student sees fully masked

@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from blockdistill.distill.dists import TokenDists
+from blockdistill.layout import on_block_boundary
 
 __all__ = ["FORMAT", "TrajectoryRecord", "decode_records", "encode_records", "load_records", "response_length",
            "save_records"]
@@ -77,7 +78,7 @@ class TrajectoryRecord:
         if self.first_step is not None and self.first_step.shape != (g,):
             raise ValueError(f"record {self.example_id!r}: first_step has leading shape "
                              f"{tuple(self.first_step.shape)}, expected ({g},)")
-        if (self.prompt_ids.shape[0] + g) % self.block_size:
+        if not on_block_boundary(self.prompt_ids.shape[0] + g, self.block_size):
             raise ValueError(f"record {self.example_id!r}: prompt ({self.prompt_ids.shape[0]}) + generated ({g}) "
                              f"tokens do not end on a block boundary (L={self.block_size})")
         if not 0 <= self.response_len <= g:

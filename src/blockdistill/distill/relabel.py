@@ -29,8 +29,11 @@ from blockdistill.distill.dists import TokenDists
 from blockdistill.distill.prompts import PromptBatch
 from blockdistill.distill.records import response_length
 from blockdistill.layout import (
+    block_id,
     clean_layout,
     clean_length,
+    num_blocks,
+    on_block_boundary,
     padding_mask,
     rad_layout,
     response_block_start,
@@ -72,7 +75,7 @@ def relabel_blocks(teacher: BlockDiffusionLM, input_ids: Tensor, prompt_lens: Te
     policy = policy if policy is not None else ConfidenceThreshold()
     spec = teacher.spec
     L, dev = spec.block_size, input_ids.device
-    if bool((seq_lens % L).any()):
+    if not bool(on_block_boundary(seq_lens, L).all()):
         raise ValueError(f"clean streams must end on a block boundary (block size {L}), got lengths "
                          f"{seq_lens.tolist()}")
     if bool((seq_lens <= prompt_lens).any()):
@@ -86,7 +89,7 @@ def relabel_blocks(teacher: BlockDiffusionLM, input_ids: Tensor, prompt_lens: Te
     # Grid of whole blocks from each row's first response block: (B, NB * L) slots.
     start = response_block_start(prompt_lens, L)
     slot = (gen_index - start[:, None]).masked_fill(~gen_valid, 0)
-    nb = -(-int((seq_lens - start).max()) // L)
+    nb = num_blocks(int((seq_lens - start).max()), L)
 
     def grid(values: Tensor, fill) -> Tensor:
         return _scatter_valid(torch.full((b, nb * L), fill, dtype=values.dtype, device=dev), slot, values, gen_valid)
@@ -118,9 +121,9 @@ def relabel_blocks(teacher: BlockDiffusionLM, input_ids: Tensor, prompt_lens: Te
     if bool(pending.any()):  # a policy that commits nothing leaves masks behind
         raise RuntimeError(f"policy {policy!r} left masked positions after {L} steps")
     per_block = grid(step_of, 1).view(b, nb, L).amax(-1)
-    block_steps = per_block.gather(1, slot // L)
+    block_steps = per_block.gather(1, block_id(slot, L))
     assert rows is not None
-    is_eos = (tokens == spec.eos_token_id) & gen_valid
+    is_eos = spec.is_eos(tokens) & gen_valid
     first_eos = torch.where(is_eos, ar_g, g_max).min(1).values
     return DistillBatch(
         example_ids=list(example_ids) if example_ids is not None else [str(i) for i in range(b)],

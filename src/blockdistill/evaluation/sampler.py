@@ -68,7 +68,7 @@ class SamplerConfig:
                     f"policy_params={self.policy_params!r}, cache={self.cache!r}); leave them unset")
             return
         if self.cache is not None and self.cache not in CACHE_MODES:
-            raise ValueError(f"cache must be one of {CACHE_MODES}, got {self.cache!r}")
+            raise ValueError(f"cache must be one of {tuple(CACHE_MODES)}, got {self.cache!r}")
         self.build_policy()  # unknown names and bad parameters fail here, not mid-run
 
     @property

@@ -5,7 +5,20 @@
   additive and flex_attention views.
 """
 
-from blockdistill.layout.grid import block_id, clean_length, padding_mask, response_block_start
+from blockdistill.layout.grid import (
+    block_id,
+    block_indices,
+    block_span,
+    clean_length,
+    decode_end,
+    generated_through,
+    num_blocks,
+    on_block_boundary,
+    padding_mask,
+    readout_column,
+    response_block_start,
+    tail_len,
+)
 from blockdistill.layout.masks import (
     SlotLayout,
     additive_mask,
@@ -19,6 +32,8 @@ from blockdistill.layout.masks import (
 )
 
 __all__ = [
-    "SlotLayout", "additive_mask", "attends", "block_id", "clean_layout", "clean_length", "dense_mask",
-    "flex_block_mask", "full_dup_layout", "mask_mod", "padding_mask", "rad_layout", "response_block_start",
+    "SlotLayout", "additive_mask", "attends", "block_id", "block_indices", "block_span", "clean_layout",
+    "clean_length", "decode_end", "dense_mask", "flex_block_mask", "full_dup_layout", "generated_through",
+    "mask_mod", "num_blocks", "on_block_boundary", "padding_mask", "rad_layout", "readout_column",
+    "response_block_start", "tail_len",
 ]

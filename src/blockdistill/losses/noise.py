@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from blockdistill.layout import num_blocks
+
 
 @dataclass
 class Noise:
@@ -33,7 +35,7 @@ def sample_noise(maskable: Tensor, block_size: int, eps: float = 1e-3, per_block
     b, n = maskable.shape
     dev = maskable.device
     if per_block:
-        nb = -(-n // block_size)
+        nb = num_blocks(n, block_size)
         t = torch.rand(b, nb, generator=generator, device=dev).repeat_interleave(block_size, 1)[:, :n]
     else:
         t = torch.rand(b, 1, generator=generator, device=dev).expand(b, n)

@@ -42,6 +42,11 @@ class BlockSpec:
     pad_token_id: int
     shift: bool = False
 
+    def is_eos(self, tokens: Tensor) -> Tensor:
+        """Bool, shaped like ``tokens``: the token ends a sequence. Every sampler's stop rule
+        (and the relabelling's) asks this one method."""
+        return tokens == self.eos_token_id
+
 
 class BlockDiffusionLM(nn.Module):
     """A backbone plus its block rules.

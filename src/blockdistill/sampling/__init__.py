@@ -12,7 +12,18 @@ Example::
 """
 
 from blockdistill.sampling.ar import ar_generate
-from blockdistill.sampling.block import CACHE_MODES, block_generate, check_prompts
+from blockdistill.sampling.block import DecodeRun, block_generate
+from blockdistill.sampling.cache import (
+    CACHE_MODES,
+    BlockCache,
+    CacheStrategy,
+    CleanSlots,
+    FusedCache,
+    NoCache,
+    cache_strategy,
+    register_cache_mode,
+)
+from blockdistill.sampling.common import check_prompts, device_sync, finish_sequence
 from blockdistill.sampling.denoiser import Denoiser
 from blockdistill.sampling.generate import GenerateOutput, generate
 from blockdistill.sampling.hf import HFDenoiser, HFState
@@ -28,23 +39,33 @@ from blockdistill.sampling.trace import BlockTrace, ProbRows, TraceSpec
 
 __all__ = [
     "CACHE_MODES",
+    "BlockCache",
     "BlockTrace",
+    "CacheStrategy",
+    "CleanSlots",
     "ConfidenceThreshold",
+    "DecodeRun",
     "Denoiser",
     "FixedCount",
+    "FusedCache",
     "GenerateOutput",
     "GenerationOutput",
     "GenerationStats",
     "HFDenoiser",
     "HFState",
+    "NoCache",
     "OneStep",
     "ProbRows",
     "TraceSpec",
     "UnmaskPolicy",
     "ar_generate",
     "block_generate",
+    "cache_strategy",
     "generate",
     "check_prompts",
+    "device_sync",
+    "finish_sequence",
     "pad_sequences",
     "policy_from_name",
+    "register_cache_mode",
 ]

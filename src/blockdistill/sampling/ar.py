@@ -18,7 +18,7 @@ from blockdistill.layout import SlotLayout, clean_layout, padding_mask
 from blockdistill.models.adapter import BlockDiffusionLM
 from blockdistill.models.attention import render_mask
 from blockdistill.models.families import VisionInputs
-from blockdistill.sampling.block import _finish, _syncer, check_prompts
+from blockdistill.sampling.common import check_prompts, device_sync, finish_sequence
 from blockdistill.sampling.output import GenerationOutput, GenerationStats
 from blockdistill.sampling.policies import proposals
 
@@ -45,7 +45,7 @@ def ar_generate(model: BlockDiffusionLM, prompt_ids: Tensor, prompt_lens: Tensor
     """
     spec = model.spec
     check_prompts(prompt_ids, prompt_lens, max_new_tokens, 1, model.max_context)
-    sync = _syncer(prompt_ids.device)
+    sync = device_sync(prompt_ids.device)
     t0 = time.perf_counter()
     dev = prompt_ids.device
     b0, p = prompt_ids.shape
@@ -81,10 +81,11 @@ def ar_generate(model: BlockDiffusionLM, prompt_ids: Tensor, prompt_lens: Tensor
         out[:, t] = tok
         done = torch.full_like(tok, t + 1 >= m, dtype=torch.bool)
         if stop_at_eos:
-            done = done | (tok == spec.eos_token_id)
+            done = done | spec.is_eos(tok)
         if bool(done.any()):
+            is_eos = spec.is_eos if stop_at_eos else None
             for a in done.nonzero()[:, 0].tolist():
-                results[int(origin[a])] = _finish(out[a], 0, t + 1, m, spec.eos_token_id if stop_at_eos else None)
+                results[int(origin[a])] = finish_sequence(out[a, : t + 1], m, is_eos)
             keep = (~done).nonzero()[:, 0]
             if keep.numel() == 0:
                 break

@@ -139,7 +139,7 @@ def generate(
             "sampling (temperature > 0, top_k, top_p, generator, seed) is not in the block sampler's proposal step "
             "yet; decode greedily (temperature=0)")
     if cache not in CACHE_MODES:
-        raise ValueError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
+        raise ValueError(f"cache must be one of {tuple(CACHE_MODES)}, got {cache!r}")
     spec = model.spec
     if eos_token_id is not None:
         ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)

@@ -16,7 +16,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from blockdistill.layout import SlotLayout, clean_layout, padding_mask, response_block_start
+from blockdistill.layout import (
+    SlotLayout,
+    block_indices,
+    clean_layout,
+    padding_mask,
+    response_block_start,
+)
 from blockdistill.models.adapter import BlockDiffusionLM, BlockSpec
 from blockdistill.models.attention import render_mask
 from blockdistill.models.families import VisionInputs
@@ -102,7 +108,7 @@ class HFDenoiser:
         # The prompt tail (clean indices s_b .. P_b - 1) is sent by the sampler as the first
         # tokens of the first block; keep its embeddings and positions, which may hold image
         # features and M-RoPE ids that plain token embeddings cannot reproduce.
-        rel = (start[:, None] + torch.arange(L, device=start.device)).clamp(max=p - 1)
+        rel = block_indices(start, 0, L).clamp(max=p - 1)
         tail_emb = emb.gather(1, rel[..., None].expand(-1, -1, emb.shape[-1]))
         tail_pos = pos.gather(-1, rel if pos.dim() == 2 else rel[None].expand(pos.shape[0], -1, -1))
         state = HFState(cache, lay.clean_index, lay.valid, delta, prompt_lens, start, tail_emb, tail_pos)

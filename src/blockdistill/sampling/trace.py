@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from blockdistill.layout import block_id, tail_len
+
 __all__ = ["BlockTrace", "ProbRows", "TraceRecorder", "TraceSpec"]
 
 
@@ -85,7 +87,7 @@ class BlockTrace:
     ``prompt_len .. prompt_len + N - 1``, i.e. from the first response token to the end of the
     last decoded block (positions after EOS inside that block included; the returned
     ``sequences`` are truncated, the trace is not). Position ``t`` sits in block
-    ``(prompt_len + t) // block_size``.
+    ``block_id(prompt_len + t, block_size)``.
     """
 
     prompt_len: int
@@ -106,7 +108,7 @@ class BlockTrace:
 
     def block_ids(self) -> Tensor:
         """Long ``(N,)`` block of each position."""
-        return (self.prompt_len + torch.arange(self.length, device=self.tokens.device)) // self.block_size
+        return block_id(self.prompt_len + torch.arange(self.length, device=self.tokens.device), self.block_size)
 
 
 class TraceRecorder:
@@ -149,7 +151,7 @@ class TraceRecorder:
         """``decoded[r]``: row ``r``'s decoded blocks, long, from clean index ``s_r``."""
         out = []
         for r, blocks in enumerate(self.blocks):
-            tail = prompt_lens[r] % self.L
+            tail = tail_len(prompt_lens[r], self.L)
             step = torch.cat([s for s, _, _ in blocks])[tail:]
             commit = ProbRows.cat([c for _, c, _ in blocks])[tail:]
             first = ProbRows.cat([f for _, _, f in blocks])[tail:]
