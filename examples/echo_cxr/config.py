@@ -13,17 +13,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blockdistill.config import ConfigError, NoiseConfig, OptimConfig, TrainerConfig, load_config
-from blockdistill.config.distill import DistillConfig, TeacherDecodeConfig
+from blockdistill.config import (
+    ConfigError,
+    DistillConfig,
+    NoiseConfig,
+    OptimConfig,
+    TeacherDecodeConfig,
+    TrainerConfig,
+    check,
+    load_config,
+)
 from examples.echo_cxr.model import BackboneConfig
 
 STAGES = ("data", "curate", "ar", "rad", "collect", "dcd", "eval", "report")
 """Pipeline order. ``python -m examples.echo_cxr all`` runs them in this order."""
-
-
-def _check(cond: bool, name: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{name}: {msg}")
 
 
 @dataclass
@@ -77,27 +80,27 @@ class DataSection:
     bound); null: Qwen2.5-VL's 28*28*1280 (about 1.0M)."""
 
     def __post_init__(self) -> None:
-        _check(self.source in ("synthetic", "records"), "data.source", f"must be synthetic or records, got {self.source!r}")
+        check(self.source in ("synthetic", "records"), "data.source", f"must be synthetic or records, got {self.source!r}")
         if self.source == "records":
-            _check(bool(self.train_records) and bool(self.eval_records), "data.train_records",
+            check(bool(self.train_records) and bool(self.eval_records), "data.train_records",
                    "data.train_records and data.eval_records are required when data.source=records")
-        _check(self.n_train >= 1, "data.n_train", f"must be >= 1, got {self.n_train}")
-        _check(self.n_eval >= 1, "data.n_eval", f"must be >= 1, got {self.n_eval}")
-        _check(self.n_eval_zh >= 0, "data.n_eval_zh", f"must be >= 0, got {self.n_eval_zh}")
-        _check(0 <= self.zh_fraction <= 1, "data.zh_fraction", f"must be in [0, 1], got {self.zh_fraction}")
-        _check(self.image_size >= 32, "data.image_size", f"must be >= 32, got {self.image_size}")
-        _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
+        check(self.n_train >= 1, "data.n_train", f"must be >= 1, got {self.n_train}")
+        check(self.n_eval >= 1, "data.n_eval", f"must be >= 1, got {self.n_eval}")
+        check(self.n_eval_zh >= 0, "data.n_eval_zh", f"must be >= 0, got {self.n_eval_zh}")
+        check(0 <= self.zh_fraction <= 1, "data.zh_fraction", f"must be in [0, 1], got {self.zh_fraction}")
+        check(self.image_size >= 32, "data.image_size", f"must be >= 32, got {self.image_size}")
+        check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
         from examples.echo_cxr.data.processor import PROMPT_STYLES
 
-        _check(self.prompt_style in PROMPT_STYLES, "data.prompt_style",
+        check(self.prompt_style in PROMPT_STYLES, "data.prompt_style",
                f"must be one of {sorted(PROMPT_STYLES)}, got {self.prompt_style!r}")
-        _check(self.max_images is None or self.max_images >= 1, "data.max_images",
+        check(self.max_images is None or self.max_images >= 1, "data.max_images",
                f"must be >= 1 or null (all), got {self.max_images}")
         for name in ("min_pixels", "max_pixels"):
             v = getattr(self, name)
-            _check(v is None or v >= 1, f"data.{name}", f"must be >= 1 or null, got {v}")
+            check(v is None or v >= 1, f"data.{name}", f"must be >= 1 or null, got {v}")
         if self.min_pixels is not None and self.max_pixels is not None:
-            _check(self.min_pixels <= self.max_pixels, "data.min_pixels",
+            check(self.min_pixels <= self.max_pixels, "data.min_pixels",
                    f"{self.min_pixels} is above data.max_pixels={self.max_pixels}")
 
 
@@ -121,8 +124,10 @@ class RADSection:
 
     block_sizes: list[int] = field(default_factory=lambda: [4, 8])
     """Block sizes to train; each gives ``rad_L{L}/model``."""
-    shift: bool = False
-    """Output alignment saved with the model (see DESIGN.md §2)."""
+    shift: bool | None = None
+    """Output alignment saved with the model (see DESIGN.md §2). None = shifted, the alignment of
+    ECHO_AR's head, with which AR-converted models adapt far faster
+    (:data:`blockdistill.recipes.AR_CONVERSION_SHIFT`)."""
     layout: str = "rad"
     """``rad`` or ``full_dup``."""
     batch_size: int = 32
@@ -145,12 +150,12 @@ class RADSection:
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.max_steps_by_size) - set(self.block_sizes))
-        _check(not unknown, "rad.max_steps_by_size", f"names block sizes {unknown} that rad.block_sizes does not train")
-        _check(all(v >= 1 for v in self.max_steps_by_size.values()), "rad.max_steps_by_size",
+        check(not unknown, "rad.max_steps_by_size", f"names block sizes {unknown} that rad.block_sizes does not train")
+        check(all(v >= 1 for v in self.max_steps_by_size.values()), "rad.max_steps_by_size",
                f"steps must be >= 1, got {self.max_steps_by_size}")
-        _check(len(self.block_sizes) >= 1 and all(b >= 1 for b in self.block_sizes), "rad.block_sizes",
+        check(len(self.block_sizes) >= 1 and all(b >= 1 for b in self.block_sizes), "rad.block_sizes",
                f"must be a non-empty list of sizes >= 1, got {self.block_sizes}")
-        _check(self.layout in ("rad", "full_dup"), "rad.layout", f"must be rad or full_dup, got {self.layout!r}")
+        check(self.layout in ("rad", "full_dup"), "rad.layout", f"must be rad or full_dup, got {self.layout!r}")
 
 
 @dataclass
@@ -167,10 +172,13 @@ class CollectSection:
     """Teacher decoding and recording."""
     shard_size: int = 200
     """Records per shard file."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """Where the teacher decodes: only ``accelerator``, ``devices``, ``strategy``, ``precision`` and
+    ``enable_progress_bar`` are used (Lightning's predict loop; each rank writes its own shards)."""
 
     def __post_init__(self) -> None:
-        _check(self.n_prompts >= 1, "collect.n_prompts", f"must be >= 1, got {self.n_prompts}")
-        _check(self.batch_size >= 1, "collect.batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.n_prompts >= 1, "collect.n_prompts", f"must be >= 1, got {self.n_prompts}")
+        check(self.batch_size >= 1, "collect.batch_size", f"must be >= 1, got {self.batch_size}")
 
 
 @dataclass
@@ -200,6 +208,8 @@ class EvalSection:
     """Threshold of the multi-step variants."""
     cache: str = "fused"
     """Cache mode of the block variants (``none``, ``block`` or ``fused``: same tokens, different speed)."""
+    device: str = "cpu"
+    """Device every evaluated model is loaded on and decodes on: ``cpu``, ``cuda``, ``cuda:1``, ..."""
     batch_size: int = 50
     """Studies decoded together for the quality metrics."""
     speed_batch_size: int = 1
@@ -212,6 +222,14 @@ class EvalSection:
     """Compute the MiniLM embedding similarity (loads the bundled encoder)."""
     n_samples_in_report: int = 3
     """Generated reports shown next to the truth in the report."""
+
+    def __post_init__(self) -> None:
+        import torch
+
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            check(False, "eval.device", f"must be a torch device such as cpu or cuda:0, got {self.device!r}")
 
 
 @dataclass

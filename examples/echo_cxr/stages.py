@@ -8,16 +8,15 @@ data side; none re-implements them. Training resumes from ``<stage>/train/checkp
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import replace
 from typing import Any
 
 import lightning as L
 
-from blockdistill.config import BlockConfig, TrainerConfig
-from blockdistill.data import BlockCollator
-from blockdistill.lightning import ARSystem, BlockDataModule, RADSystem, build_trainer, resume_path
-from blockdistill.models.adapter import BlockDiffusionLM, atomic_save_pretrained, wrap_for_stage
+from blockdistill.config import TrainerConfig
+from blockdistill.lightning import BlockDataModule
+from blockdistill.models.adapter import atomic_save_pretrained
+from blockdistill.recipes import block_data, train_ar, train_rad, wrap_for_stage
 from examples.echo_cxr.config import EchoConfig
 from examples.echo_cxr.data.tokenizer import special_token_ids
 from examples.echo_cxr.model import build_backbone, freeze_vision
@@ -63,19 +62,16 @@ def stage_curate(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
 
 
 def _datamodule(ws: Workspace, block_size: int, eos: int, pad: int, batch_size: int) -> BlockDataModule:
-    coll = BlockCollator(block_size, eos, pad, max_length=ws.cfg.model.max_position_embeddings
-                         if ws.cfg.model.kind == "tiny" else None)
-    return BlockDataModule(ws.samples("train"), coll, batch_size=batch_size, num_workers=ws.cfg.data.num_workers)
+    max_length = ws.cfg.model.max_position_embeddings if ws.cfg.model.kind == "tiny" else None
+    return block_data(ws.samples("train"), block_size=block_size, eos_token_id=eos, pad_token_id=pad,
+                      batch_size=batch_size, num_workers=ws.cfg.data.num_workers, max_length=max_length)
 
 
-def _fit(system: L.LightningModule, dm: BlockDataModule, tcfg: TrainerConfig) -> float:
-    """Train with checkpoints and a CSV log (``<train dir>/logs/metrics.csv``) that the report plots."""
+def csv_logger(tcfg: TrainerConfig):
+    """The CSV log (``<train dir>/logs/version_0/metrics.csv``) that the report plots."""
     from lightning.pytorch.loggers import CSVLogger
 
-    t0 = time.perf_counter()
-    trainer = build_trainer(tcfg, logger=CSVLogger(tcfg.default_root_dir, name="logs", version=0))
-    trainer.fit(system, dm, ckpt_path=resume_path(tcfg))
-    return time.perf_counter() - t0
+    return CSVLogger(tcfg.default_root_dir, name="logs", version=0)
 
 
 def stage_ar(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
@@ -84,15 +80,13 @@ def stage_ar(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
     tok = ws.tokenizer()
     ids = special_token_ids(tok)
     model = build_backbone(cfg.model, ids, len(tok), seed=cfg.seed)
-    if cfg.ar.trainer.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
     if cfg.ar.freeze_vision:
         freeze_vision(model)
     dm = _datamodule(ws, 1, ids.eos_token_id, ids.pad_token_id, cfg.ar.batch_size)
     tcfg = _trainer_cfg(cfg.ar.trainer, ws, "ar")
-    wall = _fit(ARSystem(model.train(), cfg.ar.optim), dm, tcfg)
-    atomic_save_pretrained(model, ws.model_dir("ar"), tokenizer=tok)
-    return {"wall_s": wall, "steps": tcfg.max_steps}
+    res = train_ar(model, dm, optim=cfg.ar.optim, trainer=tcfg, out_dir=ws.model_dir("ar"), tokenizer=tok,
+                   logger=csv_logger(tcfg))
+    return {"wall_s": res.wall_s, "steps": tcfg.max_steps}
 
 
 def stage_rad(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
@@ -108,17 +102,15 @@ def stage_rad(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
         L.seed_everything(cfg.seed)
         tok = ws.tokenizer()
         model = AutoModelForImageTextToText.from_pretrained(ws.model_dir("ar"))
-        if cfg.rad.trainer.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
         if cfg.rad.freeze_vision:
             freeze_vision(model)
-        bd: BlockDiffusionLM = wrap_for_stage(model, tok, BlockConfig(block_size=size, shift=cfg.rad.shift,
-                                                                   mask_token=cfg.model.mask_token),
-                                              allow_block_size_change=True)
+        bd = wrap_for_stage(model, tok, block_size=size, shift=cfg.rad.shift, mask_token=cfg.model.mask_token,
+                            allow_block_size_change=True)
         dm = _datamodule(ws, size, bd.spec.eos_token_id, bd.spec.pad_token_id, cfg.rad.batch_size)
         tcfg = _trainer_cfg(replace(cfg.rad.trainer, max_steps=cfg.rad.steps_for(size)), ws, name)
-        wall = _fit(RADSystem(bd.train(), cfg.rad.optim, cfg.rad.noise, cfg.rad.layout, seed=cfg.seed), dm, tcfg)
-        bd.save_pretrained(ws.model_dir(name), tokenizer=tok)
-        (ws.root / name / "DONE").write_text(json.dumps({"wall_s": wall}))
-        out[name] = {"wall_s": wall, "steps": tcfg.max_steps}
+        res = train_rad(bd, dm, optim=cfg.rad.optim, noise=cfg.rad.noise, trainer=tcfg, layout=cfg.rad.layout,
+                        out_dir=ws.model_dir(name), tokenizer=tok, logger=csv_logger(tcfg))
+        if res.trainer.is_global_zero:
+            (ws.root / name / "DONE").write_text(json.dumps({"wall_s": res.wall_s}))
+        out[name] = {"wall_s": res.wall_s, "steps": tcfg.max_steps}
     return out

@@ -9,23 +9,16 @@ from its teacher, on those trajectories with commit-step targets, step weights a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader
 
-from blockdistill.distill.batch import collate_records
-from blockdistill.distill.dataset import TrajectoryDataset
-from blockdistill.distill.schedules import schedule_from_name
-from blockdistill.distill.targets import target_builder
-from blockdistill.lightning.collect import CollectSystem, PromptDataModule, TrajectoryWriter
-from blockdistill.lightning.dcd import DCDSystem
-from blockdistill.losses.distill import divergence_from_name
+from blockdistill.lightning.collect import PromptDataModule
 from blockdistill.models.adapter import BlockDiffusionLM
+from blockdistill.recipes import collect, train_dcd, trajectory_data
 from examples.echo_cxr.config import EchoConfig
 from examples.echo_cxr.model import freeze_vision
-from examples.echo_cxr.stages import _fit, _trainer_cfg
+from examples.echo_cxr.stages import _trainer_cfg, csv_logger
 from examples.echo_cxr.workspace import Workspace
 
 
@@ -53,49 +46,34 @@ class _Prompts(Sequence):
 
 
 def stage_collect(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
-    """DCD phase 1: decode the DCD subset with the multi-step teacher, record trajectories."""
+    """DCD phase 1: decode the DCD subset with the multi-step teacher, record trajectories, on
+    the devices, strategy and precision of ``collect.trainer``."""
     c = cfg.collect
     teacher = _teacher(ws, c.block_size)
     prompts = _Prompts(ws.records("dcd"), ws.samples("dcd"))
-    d = c.decode
     out_dir = ws.traj_dir(c.block_size)
     dm = PromptDataModule(prompts, pad_token_id=teacher.spec.pad_token_id, batch_size=c.batch_size,
                           skip_done_in=out_dir, ids=prompts.ids, num_workers=cfg.data.num_workers)
-    system = CollectSystem(teacher, **d.collector_kwargs())
-    writer = TrajectoryWriter(out_dir, shard_size=c.shard_size, filter=d.trajectory_filter(),
-                              meta={"teacher": str(ws.model_dir(f"rad_L{c.block_size}")), "tau": d.tau})
-    trainer = L.Trainer(accelerator=cfg.dcd.trainer.accelerator, devices=1, callbacks=[writer], logger=False,
-                        enable_model_summary=False)
-    trainer.predict(system, dm, return_predictions=False)
-    summary = writer.summary or {}
+    summary = collect(teacher, dm, decode=c.decode, trainer=_trainer_cfg(c.trainer, ws, f"collect_L{c.block_size}"),
+                      out_dir=out_dir, shard_size=c.shard_size,
+                      meta={"teacher": str(ws.model_dir(f"rad_L{c.block_size}"))}) or {}
     return {"examples": summary.get("num_examples"), "dropped": summary.get("num_dropped"),
             "skipped_as_done": dm.num_skipped}
 
 
 def stage_dcd(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
-    """DCD phase 2: the one-step student (ECHO) from the teacher's weights, on its trajectories."""
-    c, dist = cfg.dcd, cfg.dcd.distill
+    """DCD phase 2: the one-step student (ECHO), trained in place of its teacher's weights on the
+    teacher's trajectories (a frozen teacher copy is kept only for on-policy steps)."""
+    c = cfg.dcd
     size = cfg.collect.block_size
     L.seed_everything(cfg.seed)
     teacher = _teacher(ws, size)
-    if c.freeze_vision:
-        freeze_vision(teacher.model)
-    system = DCDSystem.from_teacher(
-        teacher, c.optim, online=False, target=target_builder(dist.target),
-        schedule=schedule_from_name(dist.schedule, dist.power),
-        divergence=divergence_from_name(dist.divergence, dist.jsd_beta), lambda_eos=dist.lambda_eos,
-        on_policy=cfg.collect.decode.relabel_kwargs() if dist.on_policy_fraction > 0 else None,
-        on_policy_fraction=dist.on_policy_fraction, on_policy_start=dist.on_policy_start)
-    if c.freeze_vision:
-        freeze_vision(system.student.model)
-    data = TrajectoryDataset(ws.traj_dir(size))
-    if len(data) == 0:
-        raise RuntimeError(f"{ws.traj_dir(size)} holds no trajectories (all dropped as degenerate?); see its "
-                           "manifest.json, and train the teacher longer or relax collect.decode.repetition_*")
-    loader = DataLoader(data, batch_size=c.batch_size, shuffle=True, drop_last=len(data) >= c.batch_size,
-                        num_workers=cfg.data.num_workers, collate_fn=partial(collate_records, pad_token_id=teacher.spec.pad_token_id))
+    data = trajectory_data(ws.traj_dir(size), pad_token_id=teacher.spec.pad_token_id, batch_size=c.batch_size,
+                           num_workers=cfg.data.num_workers)
     name = f"dcd_L{size}"
     tcfg = _trainer_cfg(c.trainer, ws, name)
-    wall = _fit(system, loader, tcfg)
-    system.student.save_pretrained(ws.model_dir(name), tokenizer=ws.tokenizer(f"rad_L{size}"))
-    return {"wall_s": wall, "steps": tcfg.max_steps, "trajectories": len(data)}
+    res = train_dcd(teacher, data, optim=c.optim, distill=c.distill, trainer=tcfg, online=False,
+                    decode=cfg.collect.decode,
+                    prepare_student=(lambda s: freeze_vision(s.model)) if c.freeze_vision else None,
+                    out_dir=ws.model_dir(name), tokenizer=ws.tokenizer(f"rad_L{size}"), logger=csv_logger(tcfg))
+    return {"wall_s": res.wall_s, "steps": tcfg.max_steps, "trajectories": len(data.train)}

@@ -30,12 +30,12 @@ from examples.echo_cxr.workspace import Workspace
 _NEEDS = {"ar": "ar", "base_L4": "rad_L4", "base_L8": "rad_L8", "echo_L8": "dcd_L8"}
 
 
-def _models(ws: Workspace, variants: list[str]):
+def _models(ws: Workspace, variants: list[str], device: str):
     from examples.echo_cxr.evaluate import _RECIPES
 
     keys = {_RECIPES[v][0] for v in variants}
     tok = ws.tokenizer("rad_L8") if (ws.model_dir("rad_L8") / "tokenizer_config.json").is_file() else ws.tokenizer()
-    return {k: load_model(ws.model_dir(_NEEDS[k]), tok) for k in sorted(keys)}, tok
+    return {k: load_model(ws.model_dir(_NEEDS[k]), tok, device=device) for k in sorted(keys)}, tok
 
 
 def full_block_tpf(model, samples, n: int = 4, blocks: int = 4) -> float:
@@ -82,7 +82,7 @@ def measure_speed(variants, data, tok, n: int, batch_size: int) -> dict[str, dic
 def stage_eval(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
     e = cfg.eval
     t0 = time.perf_counter()
-    models, tok = _models(ws, e.variants)
+    models, tok = _models(ws, e.variants, e.device)
     variants = echo_variants(models, include=e.variants, tau=e.tau, cache=e.cache, max_new_tokens=e.max_new_tokens)
     data = ws.samples("eval")
     clinical = ClinicalScorer(findings=SYNTHETIC_FINDINGS, observed_only=False) \

@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from blockdistill import BlockDiffusionLM, VisionInputs
-from blockdistill.config import BlockConfig
 from blockdistill.layout import padding_mask
-from blockdistill.models.adapter import wrap_for_stage
+from blockdistill.recipes import wrap_for_stage
 from blockdistill.testing import tiny_image_inputs, tiny_qwen2, tiny_qwen2_5_vl, tiny_tokenizer
 from tests.foundation.helpers import all_response_targets, collate, random_examples, random_mask
 
@@ -96,7 +95,7 @@ def test_mask_token_added_once_with_mean_embedding():
     torch.testing.assert_close(emb[: before.shape[0]], before)
     torch.testing.assert_close(emb[bd.spec.mask_token_id], before.mean(0))
     # wrapping again (e.g. the next stage) reuses the stored token instead of adding another
-    again = wrap_for_stage(model, tok, BlockConfig(block_size=8), allow_block_size_change=True)
+    again = wrap_for_stage(model, tok, block_size=8, allow_block_size_change=True)
     assert again.spec.mask_token_id == bd.spec.mask_token_id and again.block_size == 8
     assert model.get_input_embeddings().weight.shape[0] == before.shape[0] + 1
 
@@ -108,15 +107,15 @@ def test_wrapping_a_trained_block_model_keeps_its_rules_or_names_the_field():
 
     tok, model = tiny_tokenizer(), tiny_qwen2()
     bd = BlockDiffusionLM.from_causal_lm(model, tok, block_size=4, shift=True)
-    same = wrap_for_stage(model, tok, BlockConfig(block_size=4, shift=True))
+    same = wrap_for_stage(model, tok, block_size=4, shift=True)
     assert same.spec == bd.spec
     with pytest.raises(ConfigError, match=r"block\.block_size.*block_size=4"):
-        wrap_for_stage(model, tok, BlockConfig(block_size=8, shift=True))
+        wrap_for_stage(model, tok, block_size=8, shift=True)
     with pytest.raises(ConfigError, match=r"block\.shift.*shift=true"):
-        wrap_for_stage(model, tok, BlockConfig(block_size=4, shift=False))
+        wrap_for_stage(model, tok, block_size=4, shift=False)
     with pytest.raises(ConfigError, match=r"block\.shift"):
-        wrap_for_stage(model, tok, BlockConfig(block_size=8, shift=False), allow_block_size_change=True)
-    retrained = wrap_for_stage(model, tok, BlockConfig(block_size=8, shift=True), allow_block_size_change=True)
+        wrap_for_stage(model, tok, block_size=8, shift=False, allow_block_size_change=True)
+    retrained = wrap_for_stage(model, tok, block_size=8, shift=True, allow_block_size_change=True)
     assert retrained.block_size == 8 and retrained.spec.shift and retrained.spec.mask_token_id == bd.spec.mask_token_id
 
 
@@ -145,7 +144,7 @@ def test_save_and_load_round_trip_vision(tmp_path, vl_setup):
 def test_mask_id_colliding_with_a_real_token_is_rejected():
     model, tok = tiny_qwen2(), tiny_tokenizer()
     with pytest.raises(ValueError, match="collides with a real token"):
-        wrap_for_stage(model, tok, BlockConfig(block_size=4, mask_token_id=5))
+        wrap_for_stage(model, tok, block_size=4, mask_token_id=5)
     with pytest.raises(ValueError, match="already exists as a real token"):
         BlockDiffusionLM.from_causal_lm(model, tok, block_size=4, mask_token="t7")
 

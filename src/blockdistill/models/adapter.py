@@ -316,38 +316,3 @@ def atomic_save_pretrained(model: nn.Module | None, path: str | os.PathLike, tok
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-
-def wrap_for_stage(model: nn.Module, tokenizer: Any, block: Any, *,
-                   allow_block_size_change: bool = False) -> BlockDiffusionLM:
-    """Wrap ``model`` with the block rules of a :class:`~blockdistill.config.BlockConfig`.
-
-    An AR model gets its mask token and ``block``'s rules. A model that already carries block
-    rules keeps its mask token and must keep its ``shift`` (the head alignment it was trained
-    with). Its block size may change only where the stage retrains it
-    (``allow_block_size_change``, e.g. RAD at another block size). Stages that decode with it
-    as trained (collection, DCD) get a :class:`~blockdistill.config.ConfigError` naming the field.
-    """
-    from dataclasses import replace
-
-    from blockdistill.config import ConfigError
-
-    stored = getattr(model.config, CONFIG_KEY, None)
-    if stored:
-        spec = BlockSpec(**stored)
-        if spec.shift != block.shift:
-            raise ConfigError(f"block.shift: the model was trained with shift={spec.shift} and cannot change its "
-                              f"head alignment; set block.shift={str(spec.shift).lower()}")
-        if spec.block_size != block.block_size:
-            if not allow_block_size_change:
-                raise ConfigError(f"block.block_size: the model was trained with block_size={spec.block_size} but "
-                                  f"{block.block_size} is configured; set block.block_size={spec.block_size}")
-            print(f"note: retraining a block_size={spec.block_size} model at block_size={block.block_size}")
-        return BlockDiffusionLM(model, replace(spec, block_size=block.block_size), attn_backend=block.attn_backend)
-    if block.mask_token_id is not None:
-        eos = block.eos_token_id if block.eos_token_id is not None else tokenizer.eos_token_id
-        pad = block.pad_token_id if block.pad_token_id is not None else (tokenizer.pad_token_id or eos)
-        spec = BlockSpec(block.block_size, block.mask_token_id, eos, pad, block.shift)
-        return BlockDiffusionLM(model, spec, attn_backend=block.attn_backend, real_vocab_size=len(tokenizer))
-    return BlockDiffusionLM.from_causal_lm(model, tokenizer, block_size=block.block_size, shift=block.shift,
-                                           mask_token=block.mask_token, eos_token_id=block.eos_token_id,
-                                           pad_token_id=block.pad_token_id, attn_backend=block.attn_backend)

@@ -1,4 +1,4 @@
-"""``import-sdar`` / ``export-sdar`` sub-commands (registered through ``cli.PLUGIN_MODULES``).
+"""``import-sdar`` / ``export-sdar`` sub-commands (listed in :data:`blockdistill.cli.COMMANDS`).
 
     blockdistill import-sdar source=ckpts/SDAR-1.7B-Chat output_dir=runs/sdar_native
     blockdistill import-sdar source=ckpts/ECHO block_size=8 output_dir=runs/echo_native
@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from blockdistill.cli import command
 from blockdistill.config import check
 
-__all__ = ["ExportSDARConfig", "ImportSDARConfig"]
+__all__ = ["ExportSDARConfig", "ImportSDARConfig", "export_sdar_cmd", "import_sdar"]
 
 
 @dataclass
@@ -60,7 +59,6 @@ class ExportSDARConfig:
         check(bool(self.model), "model", "is required (a blockdistill model directory)")
 
 
-@command("import-sdar", ImportSDARConfig, "convert an SDAR- or ECHO-layout checkpoint (no remote code run)")
 def import_sdar(cfg: ImportSDARConfig) -> None:
     from blockdistill.interop import load_released
 
@@ -71,7 +69,6 @@ def import_sdar(cfg: ImportSDARConfig) -> None:
           f"eos_token_id={s.eos_token_id} shift={s.shift}")
 
 
-@command("export-sdar", ExportSDARConfig, "write a shift=False Qwen3 block model in SDAR's layout")
 def export_sdar_cmd(cfg: ExportSDARConfig) -> None:
     from blockdistill import BlockDiffusionLM
     from blockdistill.interop import export_sdar
