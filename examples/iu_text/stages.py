@@ -1,0 +1,198 @@
+"""The training stages of the text example: ar (stage 1), rad (stage 2), collect and dcd (stage 3).
+
+Each is ``(cfg, ws) -> summary dict`` and composes the library's parts (collator, Lightning
+systems, trainer builder, predict-loop collector, trajectory writer); none re-implements them.
+Training resumes from ``<stage>/train/checkpoints/last.ckpt``; collection resumes from its shards.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader, Sampler
+
+from blockdistill.config import BlockConfig, TrainerConfig
+from blockdistill.data import BlockCollator
+from blockdistill.lightning import ARSystem, RADSystem, build_trainer, resume_path
+from blockdistill.models.adapter import BlockDiffusionLM, atomic_save_pretrained, wrap_for_stage
+from examples.iu_text.config import TextConfig
+from examples.iu_text.data import Workspace
+from examples.iu_text.model import build_backbone, freeze_embeddings, training_precision
+
+
+class LengthBucketSampler(Sampler[list[int]]):
+    """Batches of similar-length examples, in a seeded random order, reshuffled every epoch.
+
+    Indices are shuffled, cut into pools of ``pool_batches`` batches, each pool sorted by length
+    and cut into batches; then the batches are shuffled. Every index appears once per epoch (the
+    last, short batch is dropped when ``drop_last``)."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, pool_batches: int = 50,
+                 drop_last: bool = True) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.lengths, self.batch_size, self.seed, self.pool = list(lengths), batch_size, seed, pool_batches
+        self.drop_last = drop_last and len(self.lengths) >= batch_size
+        self.epoch = 0
+
+    def _batches(self) -> list[list[int]]:
+        rng = random.Random(self.seed + self.epoch)
+        idx = list(range(len(self.lengths)))
+        rng.shuffle(idx)
+        size = self.batch_size * self.pool
+        batches = []
+        for start in range(0, len(idx), size):
+            pool = sorted(idx[start:start + size], key=lambda i: self.lengths[i])
+            batches += [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
+        rng.shuffle(batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._batches()
+        self.epoch += 1
+        return iter(batches)
+
+    def __len__(self) -> int:
+        n = len(self.lengths)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+def _loader(data: list[dict[str, Any]], collate, batch_size: int, bucketing: bool, seed: int) -> DataLoader:
+    if bucketing:
+        lengths = [len(s["prompt_ids"]) + len(s["response_ids"]) for s in data]
+        return DataLoader(data, batch_sampler=LengthBucketSampler(lengths, batch_size, seed), collate_fn=collate)
+    return DataLoader(data, batch_size=batch_size, shuffle=True, collate_fn=collate,
+                      drop_last=len(data) >= batch_size)
+
+
+def _trainer_cfg(cfg: TextConfig, t: TrainerConfig, ws: Workspace, name: str) -> TrainerConfig:
+    return replace(t, default_root_dir=str(ws.train_dir(name)), seed=cfg.seed,
+                   precision=training_precision(cfg.model, t.accelerator))
+
+
+def _fit(system: L.LightningModule, loader: DataLoader, tcfg: TrainerConfig) -> float:
+    """Train with checkpoints and a CSV log (``<train dir>/logs/version_0/metrics.csv``)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    t0 = time.perf_counter()
+    trainer = build_trainer(tcfg, logger=CSVLogger(tcfg.default_root_dir, name="logs", version=0))
+    trainer.fit(system, loader, ckpt_path=resume_path(tcfg))
+    return time.perf_counter() - t0
+
+
+def _levers(cfg: TextConfig, model) -> dict[str, Any]:
+    frozen = freeze_embeddings(model) if cfg.model.freeze_embeddings else 0
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"frozen_params": frozen, "trainable_params": trainable}
+
+
+def stage_ar(cfg: TextConfig, ws: Workspace) -> dict[str, Any]:
+    """Stage 1: supervised fine-tune on the task -> the example's ECHO_AR (``ar/model``)."""
+    L.seed_everything(cfg.seed)
+    tok = ws.tokenizer()
+    model = build_backbone(cfg.model, tok, seed=cfg.seed)
+    if cfg.ar.trainer.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    levers = _levers(cfg, model)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    loader = _loader(ws.samples("train"), BlockCollator(1, tok.eos_token_id, pad), cfg.ar.batch_size,
+                     cfg.ar.length_bucketing, cfg.seed)
+    tcfg = _trainer_cfg(cfg, cfg.ar.trainer, ws, "ar")
+    wall = _fit(ARSystem(model.train(), cfg.ar.optim), loader, tcfg)
+    atomic_save_pretrained(model, ws.model_dir("ar"), tokenizer=tok)
+    return {"wall_s": wall, "steps": tcfg.max_steps, "precision": tcfg.precision, **levers}
+
+
+def stage_rad(cfg: TextConfig, ws: Workspace) -> dict[str, Any]:
+    """Stage 2: RAD from the AR model, one block model per size (``rad_L{L}/model``), with shift."""
+    from transformers import AutoModelForCausalLM
+
+    out: dict[str, Any] = {}
+    for size in cfg.rad.block_sizes:
+        name = f"rad_L{size}"
+        if (ws.model_dir(name) / "config.json").is_file() and (ws.root / name / "DONE").is_file():
+            out[name] = "kept"
+            continue
+        L.seed_everything(cfg.seed)
+        tok = ws.tokenizer()
+        model = AutoModelForCausalLM.from_pretrained(ws.model_dir("ar"))
+        if cfg.rad.trainer.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        bd: BlockDiffusionLM = wrap_for_stage(model, tok, BlockConfig(block_size=size, shift=cfg.rad.shift),
+                                              allow_block_size_change=True)
+        levers = _levers(cfg, bd.model)
+        loader = _loader(ws.samples("train"), BlockCollator(size, bd.spec.eos_token_id, bd.spec.pad_token_id),
+                         cfg.rad.batch_size, cfg.rad.length_bucketing, cfg.seed)
+        tcfg = _trainer_cfg(cfg, replace(cfg.rad.trainer, max_steps=cfg.rad.steps_for(size)), ws, name)
+        wall = _fit(RADSystem(bd.train(), cfg.rad.optim, cfg.rad.noise, cfg.rad.layout, seed=cfg.seed), loader, tcfg)
+        bd.save_pretrained(ws.model_dir(name), tokenizer=tok)
+        (ws.root / name / "DONE").write_text(json.dumps({"wall_s": wall}))
+        out[name] = {"wall_s": wall, "steps": tcfg.max_steps, "precision": tcfg.precision, **levers}
+    return out
+
+
+def _teacher(ws: Workspace, block_size: int) -> BlockDiffusionLM:
+    path = ws.model_dir(f"rad_L{block_size}")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} does not exist; run the 'rad' stage with block size {block_size} first")
+    return BlockDiffusionLM.from_pretrained(path).eval()
+
+
+def stage_collect(cfg: TextConfig, ws: Workspace) -> dict[str, Any]:
+    """DCD phase 1: the multi-step L=8 teacher decodes the DCD subset and records its trajectories."""
+    from blockdistill.lightning.collect import CollectSystem, PromptDataModule, TrajectoryWriter
+
+    c, d = cfg.collect, cfg.collect.decode
+    teacher = _teacher(ws, c.block_size)
+    prompts = [{"id": s["key"], "prompt_ids": s["prompt_ids"]} for s in ws.samples("dcd")[: c.n_prompts]]
+    out_dir = ws.traj_dir(c.block_size)
+    dm = PromptDataModule(prompts, pad_token_id=teacher.spec.pad_token_id, batch_size=c.batch_size,
+                          skip_done_in=out_dir, ids=[p["id"] for p in prompts])
+    writer = TrajectoryWriter(out_dir, shard_size=c.shard_size, filter=d.trajectory_filter(),
+                              meta={"teacher": str(ws.model_dir(f"rad_L{c.block_size}")), "tau": d.tau})
+    trainer = L.Trainer(accelerator=cfg.dcd.trainer.accelerator, devices=1, callbacks=[writer], logger=False,
+                        enable_model_summary=False, enable_progress_bar=cfg.dcd.trainer.enable_progress_bar)
+    t0 = time.perf_counter()
+    trainer.predict(CollectSystem(teacher, **d.collector_kwargs()), dm, return_predictions=False)
+    summary = writer.summary or {}
+    return {"examples": summary.get("num_examples"), "dropped": summary.get("num_dropped"),
+            "skipped_as_done": dm.num_skipped, "wall_s": time.perf_counter() - t0}
+
+
+def stage_dcd(cfg: TextConfig, ws: Workspace) -> dict[str, Any]:
+    """DCD phase 2: the one-step student from its teacher's weights, on the teacher's trajectories."""
+    from blockdistill.distill.batch import collate_records
+    from blockdistill.distill.dataset import TrajectoryDataset
+    from blockdistill.distill.schedules import schedule_from_name
+    from blockdistill.distill.targets import target_builder
+    from blockdistill.lightning.dcd import DCDSystem
+    from blockdistill.losses.distill import divergence_from_name
+
+    c, dist, size = cfg.dcd, cfg.dcd.distill, cfg.collect.block_size
+    L.seed_everything(cfg.seed)
+    teacher = _teacher(ws, size)
+    system = DCDSystem.from_teacher(
+        teacher, c.optim, online=False, target=target_builder(dist.target),
+        schedule=schedule_from_name(dist.schedule, dist.power),
+        divergence=divergence_from_name(dist.divergence, dist.jsd_beta), lambda_eos=dist.lambda_eos)
+    levers = _levers(cfg, system.student.model)
+    data = TrajectoryDataset(ws.traj_dir(size))
+    if len(data) == 0:
+        raise RuntimeError(f"{ws.traj_dir(size)} holds no trajectories (all dropped as degenerate?); see its "
+                           "manifest.json, and train the teacher longer or relax collect.decode.repetition_*")
+    loader = DataLoader(data, batch_size=c.batch_size, shuffle=True, drop_last=len(data) >= c.batch_size,
+                        collate_fn=partial(collate_records, pad_token_id=teacher.spec.pad_token_id))
+    name = f"dcd_L{size}"
+    tcfg = _trainer_cfg(cfg, c.trainer, ws, name)
+    wall = _fit(system, loader, tcfg)
+    system.student.save_pretrained(ws.model_dir(name), tokenizer=ws.tokenizer(f"rad_L{size}"))
+    return {"wall_s": wall, "steps": tcfg.max_steps, "trajectories": len(data), "precision": tcfg.precision, **levers}
