@@ -1,7 +1,9 @@
 """The training stages of the text example: ar (stage 1), rad (stage 2), collect and dcd (stage 3).
 
-Each is ``(cfg, ws) -> summary dict`` and composes the library's parts (collator, Lightning
-systems, trainer builder, predict-loop collector, trajectory writer); none re-implements them.
+Each is ``(cfg, ws) -> summary dict`` and calls the library's stage recipes
+(:mod:`blockdistill.recipes`: ``train_ar``, ``train_rad``, ``collect``, ``train_dcd``), the same
+functions the CLI and the ECHO example call; only the data (prompts, length-bucketed batches)
+and the levers (frozen embeddings, precision) are this example's.
 Training resumes from ``<stage>/train/checkpoints/last.ckpt``; collection resumes from its shards.
 """
 
@@ -12,16 +14,22 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 import lightning as L
 from torch.utils.data import DataLoader, Sampler
 
-from blockdistill.config import BlockConfig, TrainerConfig
+from blockdistill.config import TrainerConfig
 from blockdistill.data import BlockCollator
-from blockdistill.lightning import ARSystem, RADSystem, build_trainer, resume_path
-from blockdistill.models.adapter import BlockDiffusionLM, atomic_save_pretrained, wrap_for_stage
+from blockdistill.models.adapter import BlockDiffusionLM
+from blockdistill.recipes import (
+    collect,
+    train_ar,
+    train_dcd,
+    train_rad,
+    trajectory_data,
+    wrap_for_stage,
+)
 from examples.iu_text.config import TextConfig
 from examples.iu_text.data import Workspace
 from examples.iu_text.model import build_backbone, freeze_embeddings, training_precision
@@ -79,14 +87,11 @@ def _trainer_cfg(cfg: TextConfig, t: TrainerConfig, ws: Workspace, name: str) ->
                    precision=training_precision(cfg.model, t.accelerator))
 
 
-def _fit(system: L.LightningModule, loader: DataLoader, tcfg: TrainerConfig) -> float:
-    """Train with checkpoints and a CSV log (``<train dir>/logs/version_0/metrics.csv``)."""
+def _csv_logger(tcfg: TrainerConfig):
+    """The stage's CSV log (``<train dir>/logs/version_0/metrics.csv``), appended to on resume."""
     from lightning.pytorch.loggers import CSVLogger
 
-    t0 = time.perf_counter()
-    trainer = build_trainer(tcfg, logger=CSVLogger(tcfg.default_root_dir, name="logs", version=0))
-    trainer.fit(system, loader, ckpt_path=resume_path(tcfg))
-    return time.perf_counter() - t0
+    return CSVLogger(tcfg.default_root_dir, name="logs", version=0)
 
 
 def _levers(cfg: TextConfig, model) -> dict[str, Any]:
@@ -96,24 +101,24 @@ def _levers(cfg: TextConfig, model) -> dict[str, Any]:
 
 
 def stage_ar(cfg: TextConfig, ws: Workspace) -> dict[str, Any]:
-    """Stage 1: supervised fine-tune on the task -> the example's ECHO_AR (``ar/model``)."""
+    """Stage 1: supervised fine-tune on the task -> the example's ECHO_AR (``ar/model``), through
+    :func:`blockdistill.recipes.train_ar`."""
     L.seed_everything(cfg.seed)
     tok = ws.tokenizer()
     model = build_backbone(cfg.model, tok, seed=cfg.seed)
-    if cfg.ar.trainer.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
     levers = _levers(cfg, model)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     loader = _loader(ws.samples("train"), BlockCollator(1, tok.eos_token_id, pad), cfg.ar.batch_size,
                      cfg.ar.length_bucketing, cfg.seed)
     tcfg = _trainer_cfg(cfg, cfg.ar.trainer, ws, "ar")
-    wall = _fit(ARSystem(model.train(), cfg.ar.optim), loader, tcfg)
-    atomic_save_pretrained(model, ws.model_dir("ar"), tokenizer=tok)
-    return {"wall_s": wall, "steps": tcfg.max_steps, "precision": tcfg.precision, **levers}
+    res = train_ar(model, loader, optim=cfg.ar.optim, trainer=tcfg, out_dir=ws.model_dir("ar"), tokenizer=tok,
+                   logger=_csv_logger(tcfg))
+    return {"wall_s": res.wall_s, "steps": res.steps, "precision": tcfg.precision, **levers}
 
 
 def stage_rad(cfg: TextConfig, ws: Workspace) -> dict[str, Any]:
-    """Stage 2: RAD from the AR model, one block model per size (``rad_L{L}/model``), with shift."""
+    """Stage 2: RAD from the AR model, one block model per size (``rad_L{L}/model``), with shift,
+    through :func:`blockdistill.recipes.train_rad`."""
     from transformers import AutoModelForCausalLM
 
     out: dict[str, Any] = {}
@@ -125,18 +130,16 @@ def stage_rad(cfg: TextConfig, ws: Workspace) -> dict[str, Any]:
         L.seed_everything(cfg.seed)
         tok = ws.tokenizer()
         model = AutoModelForCausalLM.from_pretrained(ws.model_dir("ar"))
-        if cfg.rad.trainer.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-        bd: BlockDiffusionLM = wrap_for_stage(model, tok, BlockConfig(block_size=size, shift=cfg.rad.shift),
+        bd: BlockDiffusionLM = wrap_for_stage(model, tok, block_size=size, shift=cfg.rad.shift,
                                               allow_block_size_change=True)
         levers = _levers(cfg, bd.model)
         loader = _loader(ws.samples("train"), BlockCollator(size, bd.spec.eos_token_id, bd.spec.pad_token_id),
                          cfg.rad.batch_size, cfg.rad.length_bucketing, cfg.seed)
         tcfg = _trainer_cfg(cfg, replace(cfg.rad.trainer, max_steps=cfg.rad.steps_for(size)), ws, name)
-        wall = _fit(RADSystem(bd.train(), cfg.rad.optim, cfg.rad.noise, cfg.rad.layout, seed=cfg.seed), loader, tcfg)
-        bd.save_pretrained(ws.model_dir(name), tokenizer=tok)
-        (ws.root / name / "DONE").write_text(json.dumps({"wall_s": wall}))
-        out[name] = {"wall_s": wall, "steps": tcfg.max_steps, "precision": tcfg.precision, **levers}
+        res = train_rad(bd, loader, optim=cfg.rad.optim, noise=cfg.rad.noise, trainer=tcfg, layout=cfg.rad.layout,
+                        out_dir=ws.model_dir(name), tokenizer=tok, logger=_csv_logger(tcfg))
+        (ws.root / name / "DONE").write_text(json.dumps({"wall_s": res.wall_s}))
+        out[name] = {"wall_s": res.wall_s, "steps": res.steps, "precision": tcfg.precision, **levers}
     return out
 
 
@@ -148,51 +151,42 @@ def _teacher(ws: Workspace, block_size: int) -> BlockDiffusionLM:
 
 
 def stage_collect(cfg: TextConfig, ws: Workspace) -> dict[str, Any]:
-    """DCD phase 1: the multi-step L=8 teacher decodes the DCD subset and records its trajectories."""
-    from blockdistill.lightning.collect import CollectSystem, PromptDataModule, TrajectoryWriter
+    """DCD phase 1: the multi-step L=8 teacher decodes the DCD subset and records its trajectories
+    (:func:`blockdistill.recipes.collect`, on the DCD trainer's accelerator, resumable)."""
+    from blockdistill.lightning.collect import PromptDataModule
 
-    c, d = cfg.collect, cfg.collect.decode
+    c = cfg.collect
     teacher = _teacher(ws, c.block_size)
     prompts = [{"id": s["key"], "prompt_ids": s["prompt_ids"]} for s in ws.samples("dcd")[: c.n_prompts]]
     out_dir = ws.traj_dir(c.block_size)
     dm = PromptDataModule(prompts, pad_token_id=teacher.spec.pad_token_id, batch_size=c.batch_size,
                           skip_done_in=out_dir, ids=[p["id"] for p in prompts])
-    writer = TrajectoryWriter(out_dir, shard_size=c.shard_size, filter=d.trajectory_filter(),
-                              meta={"teacher": str(ws.model_dir(f"rad_L{c.block_size}")), "tau": d.tau})
-    trainer = L.Trainer(accelerator=cfg.dcd.trainer.accelerator, devices=1, callbacks=[writer], logger=False,
-                        enable_model_summary=False, enable_progress_bar=cfg.dcd.trainer.enable_progress_bar)
+    tcfg = replace(cfg.dcd.trainer, devices=1, strategy="auto", precision="32-true",
+                   default_root_dir=str(ws.train_dir(f"collect_L{c.block_size}")))
     t0 = time.perf_counter()
-    trainer.predict(CollectSystem(teacher, **d.collector_kwargs()), dm, return_predictions=False)
-    summary = writer.summary or {}
+    summary = collect(teacher, dm, decode=c.decode, trainer=tcfg, out_dir=out_dir, shard_size=c.shard_size,
+                      meta={"teacher": str(ws.model_dir(f"rad_L{c.block_size}"))}) or {}
     return {"examples": summary.get("num_examples"), "dropped": summary.get("num_dropped"),
             "skipped_as_done": dm.num_skipped, "wall_s": time.perf_counter() - t0}
 
 
 def stage_dcd(cfg: TextConfig, ws: Workspace) -> dict[str, Any]:
-    """DCD phase 2: the one-step student from its teacher's weights, on the teacher's trajectories."""
-    from blockdistill.distill.batch import collate_records
-    from blockdistill.distill.dataset import TrajectoryDataset
-    from blockdistill.distill.schedules import schedule_from_name
-    from blockdistill.distill.targets import target_builder
-    from blockdistill.lightning.dcd import DCDSystem
-    from blockdistill.losses.distill import divergence_from_name
-
-    c, dist, size = cfg.dcd, cfg.dcd.distill, cfg.collect.block_size
+    """DCD phase 2: the one-step student trained in place of its teacher's weights, on the
+    teacher's trajectories (:func:`blockdistill.recipes.train_dcd`, offline)."""
+    c, size = cfg.dcd, cfg.collect.block_size
     L.seed_everything(cfg.seed)
     teacher = _teacher(ws, size)
-    system = DCDSystem.from_teacher(
-        teacher, c.optim, online=False, target=target_builder(dist.target),
-        schedule=schedule_from_name(dist.schedule, dist.power),
-        divergence=divergence_from_name(dist.divergence, dist.jsd_beta), lambda_eos=dist.lambda_eos)
-    levers = _levers(cfg, system.student.model)
-    data = TrajectoryDataset(ws.traj_dir(size))
-    if len(data) == 0:
-        raise RuntimeError(f"{ws.traj_dir(size)} holds no trajectories (all dropped as degenerate?); see its "
-                           "manifest.json, and train the teacher longer or relax collect.decode.repetition_*")
-    loader = DataLoader(data, batch_size=c.batch_size, shuffle=True, drop_last=len(data) >= c.batch_size,
-                        collate_fn=partial(collate_records, pad_token_id=teacher.spec.pad_token_id))
+    data = trajectory_data(ws.traj_dir(size), pad_token_id=teacher.spec.pad_token_id, batch_size=c.batch_size)
     name = f"dcd_L{size}"
     tcfg = _trainer_cfg(cfg, c.trainer, ws, name)
-    wall = _fit(system, loader, tcfg)
-    system.student.save_pretrained(ws.model_dir(name), tokenizer=ws.tokenizer(f"rad_L{size}"))
-    return {"wall_s": wall, "steps": tcfg.max_steps, "trajectories": len(data), "precision": tcfg.precision, **levers}
+    levers: dict[str, Any] = {}
+
+    def prepare(student: BlockDiffusionLM) -> None:
+        levers.update(_levers(cfg, student.model))
+
+    res = train_dcd(teacher, data, optim=c.optim, distill=c.distill, trainer=tcfg, online=False,
+                    decode=cfg.collect.decode if c.distill.on_policy_fraction > 0 else None,
+                    prepare_student=prepare, out_dir=ws.model_dir(name), tokenizer=ws.tokenizer(f"rad_L{size}"),
+                    logger=_csv_logger(tcfg))
+    return {"wall_s": res.wall_s, "steps": res.steps, "trajectories": len(data.train), "precision": tcfg.precision,
+            **levers}
