@@ -19,7 +19,6 @@ from blockdistill.distill.collectors import (
     record_from_trace,
 )
 from blockdistill.distill.dataset import TrajectoryDataset, verify_collection
-from blockdistill.distill.dists import TokenDists
 from blockdistill.distill.filters import (
     RepetitionFilter,
     TrajectoryFilter,
@@ -45,6 +44,7 @@ from blockdistill.distill.targets import (
     target_builder,
 )
 from blockdistill.distill.writer import CorruptShardError, ShardWriter, done_ids, finalize_manifest
+from blockdistill.losses.rows import TokenDists
 
 __all__ = [
     "CollectConfig", "CommitStepTarget", "CorruptShardError", "DCDTrainConfig", "DistillBatch", "DistillConfig", "FirstStepTarget", "HardTokenTarget",

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-from blockdistill.distill.dists import TokenDists
 from blockdistill.distill.prompts import PromptBatch
 from blockdistill.distill.records import TrajectoryRecord
 from blockdistill.layout import block_id
+from blockdistill.losses.rows import TokenDists
 from blockdistill.models.families import VisionInputs
 
 __all__ = ["DistillBatch", "collate_records"]

@@ -24,10 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from blockdistill.distill.batch import DistillBatch, collate_records
-from blockdistill.distill.dists import TokenDists
 from blockdistill.distill.filters import TrajectoryFilter
 from blockdistill.distill.prompts import PromptBatch
 from blockdistill.distill.records import TrajectoryRecord, response_length
+from blockdistill.losses.rows import TokenDists
 from blockdistill.models.adapter import BlockDiffusionLM
 from blockdistill.models.families import VisionInputs
 from blockdistill.sampling.block import block_generate

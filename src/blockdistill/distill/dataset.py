@@ -16,9 +16,9 @@ from safetensors import safe_open
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from blockdistill.distill.dists import TokenDists
 from blockdistill.distill.records import FORMAT, TrajectoryRecord
 from blockdistill.distill.writer import CorruptShardError, read_rank_manifests, sha256_file
+from blockdistill.losses.rows import TokenDists
 
 __all__ = ["TrajectoryDataset", "verify_collection"]
 

@@ -24,8 +24,8 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
-from blockdistill.distill.dists import TokenDists
 from blockdistill.layout import on_block_boundary
+from blockdistill.losses.rows import TokenDists
 
 __all__ = ["FORMAT", "TrajectoryRecord", "decode_records", "encode_records", "load_records", "response_length",
            "save_records"]

@@ -25,7 +25,6 @@ import torch
 from torch import Tensor, nn
 
 from blockdistill.distill.batch import DistillBatch
-from blockdistill.distill.dists import TokenDists
 from blockdistill.distill.prompts import PromptBatch
 from blockdistill.distill.records import response_length
 from blockdistill.layout import (
@@ -38,6 +37,7 @@ from blockdistill.layout import (
     rad_layout,
     response_block_start,
 )
+from blockdistill.losses.rows import TokenDists
 from blockdistill.models.adapter import BlockDiffusionLM
 from blockdistill.models.attention import render_mask
 from blockdistill.models.families import VisionInputs

@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 
 from torch import Tensor
 
-from blockdistill.distill.dists import TokenDists
+from blockdistill.losses.rows import TokenDists
 
 __all__ = ["TARGETS", "CommitStepTarget", "FirstStepTarget", "HardTokenTarget", "TargetBuilder", "target_builder"]
 

@@ -1,9 +1,18 @@
-"""``TokenDists``: teacher distributions at a set of positions, as full rows or top-k rows.
+"""``TokenDists``: the one type for teacher rows, distributions at a set of positions stored
+as full rows or top-k rows.
 
 Full vocabulary rows are exact but large (151k floats per token at Qwen scale); top-k rows
 keep the k most likely ids, their probabilities and the leftover mass, which the losses treat
-as one extra bucket (:mod:`blockdistill.losses.distill`). Both forms share one type so that
-records, batches, target builders and losses never branch on the storage choice.
+as one extra bucket (:mod:`blockdistill.losses.distill`). Both forms share one type so that the
+sampler's trace recorder, records, shards, batches, target builders and losses never branch on
+the storage choice; it lives in the loss layer so that the losses import it (the samplers and
+the distillation code sit above).
+
+Storage never changes a row's answer to "which token is most likely": :meth:`TokenDists.argmax`
+is the lowest token id among the row's largest probabilities (what the samplers commit, see
+:func:`blockdistill.sampling.policies.proposals`), and top-k rows keep, among tied
+probabilities at the cut, the lowest ids (:func:`top_k_rows`), so full and top-k rows of one
+distribution name the same argmax, ties included.
 """
 
 from __future__ import annotations
@@ -13,7 +22,35 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["TokenDists"]
+__all__ = ["TokenDists", "top_k_rows"]
+
+
+def top_k_rows(values: Tensor, k: int, ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest entries of each row, ties broken towards the lowest token id.
+
+    Args:
+        values: float ``(*S, n)`` probabilities.
+        k: entries to keep (``<= n``).
+        ids: long ``(*S, n)`` token id of each entry (distinct within a row); None: the entry's
+            own column (full rows).
+    Returns:
+        ``(vals, idx)``, each ``(*S, k)``: probabilities in descending order (equal ones by
+        increasing id) and their token ids. ``torch.topk`` alone makes no promise about which
+        of several tied entries it keeps or in which order.
+    """
+    if ids is not None:  # put entries in id order first, so that stable sorts prefer low ids
+        order = ids.argsort(-1)
+        values, ids = values.gather(-1, order), ids.gather(-1, order)
+    kth = values.topk(k, dim=-1).values[..., -1:]
+    above = values > kth
+    tied = values == kth
+    # Every entry above the k-th value, then the lowest-id tied entries until k are kept.
+    keep = above | (tied & (tied.cumsum(-1) <= k - above.sum(-1, keepdim=True)))
+    cols = keep.nonzero()[:, -1].view(*values.shape[:-1], k)  # row-major: ascending columns
+    vals = values.gather(-1, cols)
+    vals, order = vals.sort(-1, descending=True, stable=True)
+    cols = cols.gather(-1, order)
+    return vals, (cols if ids is None else ids.gather(-1, cols))
 
 
 @dataclass
@@ -83,16 +120,16 @@ class TokenDists:
         return self.probs.shape[:-1] if self.probs is not None else self.leftover.shape
 
     def to_topk(self, k: int) -> TokenDists:
-        """Top-``k`` rows (from full rows, or fewer entries of top-k rows)."""
+        """Top-``k`` rows (from full rows, or fewer entries of top-k rows); among tied
+        probabilities at the cut the lowest ids are kept (:func:`top_k_rows`)."""
         if self.probs is not None:
-            vals, idx = self.probs.topk(min(k, self.vocab_size), dim=-1)
+            vals, idx = top_k_rows(self.probs, min(k, self.vocab_size))
             left = (1 - vals.sum(-1)).clamp(min=0)
             return TokenDists(self.vocab_size, indices=idx, values=vals,
                               leftover=torch.zeros_like(left) if k >= self.vocab_size else left)
         if k >= self.k:
             return self
-        vals, order = self.values.topk(k, dim=-1)
-        idx = self.indices.gather(-1, order)
+        vals, idx = top_k_rows(self.values, k, self.indices)
         return TokenDists(self.vocab_size, indices=idx, values=vals,
                           leftover=(self.leftover + self.values.sum(-1) - vals.sum(-1)).clamp(min=0))
 
@@ -107,10 +144,13 @@ class TokenDists:
         return TokenDists.full(probs)
 
     def argmax(self) -> Tensor:
-        """Long ``(*S,)``: most likely token of each row."""
+        """Long ``(*S,)``: most likely token of each row; on exact ties the lowest token id
+        (the samplers' rule), whatever the storage and the order of stored top-k entries."""
         if self.probs is not None:
-            return self.probs.argmax(-1)
-        return self.indices.gather(-1, self.values.argmax(-1, keepdim=True)).squeeze(-1)
+            return self.probs.argmax(-1)  # the first maximum: the lowest id
+        best = self.values == self.values.max(-1, keepdim=True).values
+        none = torch.full_like(self.indices, torch.iinfo(self.indices.dtype).max)
+        return torch.where(best, self.indices, none).min(-1).values
 
     def prob_of(self, tokens: Tensor) -> Tensor:
         """Float ``(*S,)``: probability of ``tokens`` ``(*S,)``. For top-k rows a token outside
