@@ -25,7 +25,6 @@ from blockdistill.testing.strategies import (
     ToyVocab,
     multimodal_joints,
     strict_trap_joints,
-    swap_joints,
     toy_joints,
 )
 from blockdistill.testing.toy import ToyJoint
@@ -186,4 +185,12 @@ def test_swap_example_from_the_design() -> None:
     assert rec.commit_step[:2].tolist() == [1, 2]
     torch.testing.assert_close(rec.target.probs[0, [a, b]], torch.tensor([0.5, 0.5]))
     torch.testing.assert_close(rec.target.probs[1, [a, b]], torch.tensor([0.0, 1.0]))
-    assert swap_joints  # exported for users
+    # The first row is an exact tie (a, b at 0.5): top-k storage that cuts through it keeps the
+    # lowest id, the token the sampler committed, so the DCD target names the teacher's block.
+    assert a < b
+    for k in (1, 2):
+        (top,) = collect(toy, top_k=k)
+        assert torch.equal(top.tokens, rec.tokens)
+        assert top.target.indices[0].tolist() == [a, b][:k]
+        assert torch.equal(top.target.argmax(), rec.target.argmax())
+        assert torch.equal(top.target.argmax()[:2], rec.tokens[:2])

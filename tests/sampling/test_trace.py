@@ -4,7 +4,8 @@ commit step and at the block's first step."""
 import pytest
 import torch
 
-from blockdistill.sampling import ConfidenceThreshold, OneStep, ProbRows, TraceSpec, block_generate
+from blockdistill.losses import TokenDists
+from blockdistill.sampling import ConfidenceThreshold, OneStep, TraceSpec, block_generate
 from tests.sampling.helpers import denoiser, random_prompts, text_bd, variant
 
 
@@ -63,17 +64,24 @@ def test_one_step_trace_has_step_one_and_equal_rows():
         assert torch.equal(tr.tokens[:10], seq)
 
 
+def _brute_top_k(row: torch.Tensor, k: int) -> list[int]:
+    """The k ids of largest probability, ties to the lowest id, by sorting (id order breaks ties)."""
+    return sorted(range(row.shape[0]), key=lambda i: (-float(row[i]), i))[:k]
+
+
 def test_top_k_rows():
     full, _, _ = _run(lens=(5, 8), seed=2)
     topk, _, _ = _run(lens=(5, 8), seed=2, record=TraceSpec(top_k=3))
     for a, b in zip(full.traces, topk.traces):
-        assert not b.commit.is_full and b.commit.indices.shape == (a.length, 3)
-        vals, idx = a.commit.probs.topk(3, -1)
-        torch.testing.assert_close(b.commit.probs, vals)
-        assert torch.equal(b.commit.indices, idx)
-        torch.testing.assert_close(b.commit.rest, 1 - vals.sum(-1))
-        dense = b.first.to_dense(a.first.probs.shape[-1])
-        torch.testing.assert_close(dense.sum(-1), torch.ones(a.length, dtype=dense.dtype))
+        assert b.commit.is_topk and b.commit.indices.shape == (a.length, 3)
+        for rows_a, rows_b in ((a.commit, b.commit), (a.first, b.first)):
+            for i in range(a.length):
+                want = _brute_top_k(rows_a.probs[i], 3)
+                assert rows_b.indices[i].tolist() == want
+                torch.testing.assert_close(rows_b.values[i], rows_a.probs[i, want])
+            torch.testing.assert_close(rows_b.leftover, 1 - rows_b.values.sum(-1))
+            assert torch.equal(rows_b.argmax(), rows_a.argmax())
+        assert torch.equal(b.commit.argmax(), b.tokens)
         assert torch.equal(a.step, b.step) and torch.equal(a.tokens, b.tokens)
 
 
@@ -91,5 +99,5 @@ def test_batched_traces_equal_alone():
 def test_trace_spec_validation():
     with pytest.raises(ValueError, match="top_k"):
         TraceSpec(top_k=0)
-    rows = ProbRows.from_probs(torch.tensor([[0.5, 0.3, 0.2]]), 2)
-    assert rows.rest.tolist() == pytest.approx([0.2])
+    rows = TokenDists.from_probs(torch.tensor([[0.5, 0.3, 0.2]]), 2)
+    assert rows.indices.tolist() == [[0, 1]] and rows.leftover.tolist() == pytest.approx([0.2])

@@ -2,5 +2,6 @@
 clean streams on the block grid (DESIGN.md §2)."""
 
 from blockdistill.data.collate import Batch, BlockCollator
+from blockdistill.data.vision import collate_vision
 
-__all__ = ["Batch", "BlockCollator"]
+__all__ = ["Batch", "BlockCollator", "collate_vision"]

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from blockdistill.data.vision import collate_vision
 from blockdistill.layout import clean_length, padding_mask
 from blockdistill.models.families import VisionInputs
 
@@ -96,25 +97,7 @@ class BlockCollator:
             ids[b, : p.numel()] = p
             ids[b, p.numel(): p.numel() + r.numel()] = r
             ids[b, p.numel() + r.numel(): int(n[b])] = self.eos
-        vision, rows = self._vision(examples)
+        vision, rows = collate_vision([(e.get("pixel_values"), e.get("image_grid_thw")) for e in examples])
         meta = [{k: v for k, v in e.items() if k not in ("prompt_ids", "response_ids", *self.VISION_KEYS)}
                 for e in examples]
         return Batch(ids, plen, rlen, n, vision, rows, meta)
-
-    def _vision(self, examples: list[dict[str, Any]]) -> tuple[VisionInputs | None, Tensor | None]:
-        has = [e.get("pixel_values") is not None for e in examples]
-        if not any(has):
-            return None, None
-        pix, thw, rows = [], [], []
-        for b, e in enumerate(examples):
-            if e.get("pixel_values") is None:
-                continue
-            g = torch.as_tensor(e["image_grid_thw"], dtype=torch.long).reshape(-1, 3)
-            pv = torch.as_tensor(e["pixel_values"])
-            if int(g.prod(-1).sum()) != pv.shape[0]:
-                raise ValueError(f"example {b}: image_grid_thw {g.tolist()} implies {int(g.prod(-1).sum())} "
-                                 f"patches but pixel_values has {pv.shape[0]}")
-            pix.append(pv)
-            thw.append(g)
-            rows += [b] * g.shape[0]
-        return VisionInputs(torch.cat(pix), torch.cat(thw)), torch.tensor(rows)

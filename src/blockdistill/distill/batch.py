@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
+from blockdistill.data.vision import collate_vision
 from blockdistill.distill.prompts import PromptBatch
 from blockdistill.distill.records import TrajectoryRecord
 from blockdistill.layout import block_id
@@ -153,12 +154,8 @@ def collate_records(records: list[TrajectoryRecord], pad_token_id: int | None = 
     target = TokenDists.pad_stack([r.target for r in records], g_max)
     has_first = [r.first_step is not None for r in records]
     first = TokenDists.pad_stack([r.first_step for r in records], g_max) if all(has_first) else None
-    vision = rows = None
-    if any(r.pixel_values is not None for r in records):
-        with_img = [(i, r) for i, r in enumerate(records) if r.pixel_values is not None]
-        thw = [r.image_grid_thw.long().reshape(-1, 3) for _, r in with_img]
-        vision = VisionInputs(torch.cat([r.pixel_values for _, r in with_img]), torch.cat(thw))
-        rows = torch.cat([torch.full((t.shape[0],), i) for (i, _), t in zip(with_img, thw)])
+    vision, rows = collate_vision([(r.pixel_values, r.image_grid_thw) for r in records],
+                                  [r.example_id for r in records])
     return DistillBatch(
         example_ids=[r.example_id for r in records], input_ids=ids, prompt_lens=plen, seq_lens=seq,
         response_lens=torch.tensor([r.response_len for r in records]), gen_index=gen_index, gen_valid=gen_valid,

@@ -33,21 +33,17 @@ from blockdistill.models.families import VisionInputs
 from blockdistill.sampling.block import block_generate
 from blockdistill.sampling.denoiser import Denoiser
 from blockdistill.sampling.policies import ConfidenceThreshold, UnmaskPolicy
-from blockdistill.sampling.trace import BlockTrace, ProbRows, TraceSpec
+from blockdistill.sampling.trace import BlockTrace, TraceSpec
 
 __all__ = ["OnlineCollector", "TrajectoryCollector", "as_denoiser", "record_from_trace"]
 
 
-def _dists(rows: ProbRows, vocab_size: int) -> TokenDists:
-    if rows.is_full:
-        return TokenDists(vocab_size, probs=rows.probs)
-    return TokenDists(vocab_size, indices=rows.indices, values=rows.probs, leftover=rows.rest)
-
-
 def _include_committed(rows: TokenDists, tokens: Tensor) -> TokenDists:
-    """Top-k rows that lack their committed token (possible only when it ties with the k-th
-    entry: the sampler commits argmaxes) get it in place of a tied entry of equal probability,
-    so the row, its sum and its leftover are unchanged and the committed token is never lost."""
+    """Top-k rows that lack their committed token get it in place of a tied entry of equal
+    probability, so the row, its sum and its leftover are unchanged and the committed token is
+    never lost. Rare: the sampler commits the lowest-id argmax of the logits and the cut keeps the
+    lowest ids among tied probabilities; only a softmax that rounds distinct logits to a tie
+    with lower ids can leave it out."""
     if not rows.is_topk:
         return rows
     present = (rows.indices == tokens[:, None]).any(-1)
@@ -67,8 +63,12 @@ def record_from_trace(trace: BlockTrace, example_id: str, prompt_ids: Tensor, eo
     """A sampler trace -> a :class:`TrajectoryRecord` (on CPU).
 
     ``block_steps`` is the largest commit step in each position's block. Top-k commit rows
-    always list the committed token (see :func:`_include_committed`).
+    always list the committed token (see :func:`_include_committed`). ``vocab_size`` is the V
+    the caller expects; rows over another V raise.
     """
+    if trace.commit.vocab_size != vocab_size:
+        raise ValueError(f"example {example_id!r}: the teacher's rows are over {trace.commit.vocab_size} tokens "
+                         f"but the vocabulary size is {vocab_size}")
     tokens = trace.tokens.cpu()
     step = trace.step.cpu()
     blocks = trace.block_ids().cpu()
@@ -77,9 +77,9 @@ def record_from_trace(trace: BlockTrace, example_id: str, prompt_ids: Tensor, eo
     per_block = per_block.scatter_reduce(0, local, step, reduce="amax")
     return TrajectoryRecord(
         example_id=str(example_id), prompt_ids=prompt_ids.cpu().long(), tokens=tokens, commit_step=step,
-        block_steps=per_block[local], target=_include_committed(_dists(trace.commit, vocab_size).to("cpu"), tokens),
+        block_steps=per_block[local], target=_include_committed(trace.commit.to("cpu"), tokens),
         block_size=trace.block_size, eos_token_id=eos_token_id, response_len=response_length(tokens, eos_token_id),
-        first_step=_dists(trace.first, vocab_size).to("cpu") if keep_first_step else None,
+        first_step=trace.first.to("cpu") if keep_first_step else None,
         pixel_values=None if pixel_values is None else pixel_values.cpu(),
         image_grid_thw=None if image_grid_thw is None else image_grid_thw.cpu(),
     )

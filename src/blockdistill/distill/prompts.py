@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from blockdistill.data.vision import collate_vision
 from blockdistill.models.families import VisionInputs
 
 __all__ = ["PromptBatch", "collate_prompts", "read_prompts"]
@@ -99,14 +100,7 @@ def collate_prompts(examples: Sequence[dict], pad_token_id: int) -> PromptBatch:
     ids = torch.full((len(prompts), int(lens.max())), pad_token_id, dtype=torch.long)
     for b, p in enumerate(prompts):
         ids[b, : p.numel()] = p
-    pix, thw, rows = [], [], []
-    for b, e in enumerate(examples):
-        if e.get("pixel_values") is not None:
-            g = torch.as_tensor(e["image_grid_thw"], dtype=torch.long).reshape(-1, 3)
-            pix.append(torch.as_tensor(e["pixel_values"]))
-            thw.append(g)
-            rows += [b] * g.shape[0]
-    vision = VisionInputs(torch.cat(pix), torch.cat(thw)) if pix else None
+    vision, rows = collate_vision([(e.get("pixel_values"), e.get("image_grid_thw")) for e in examples],
+                                  [str(e.get("id", b)) for b, e in enumerate(examples)])
     skip = torch.tensor([bool(e.get("skip", False)) for e in examples])
-    return PromptBatch(ids, lens, [str(e["id"]) for e in examples], vision,
-                       torch.tensor(rows) if pix else None, skip)
+    return PromptBatch(ids, lens, [str(e["id"]) for e in examples], vision, rows, skip)

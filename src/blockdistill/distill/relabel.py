@@ -115,7 +115,7 @@ def relabel_blocks(teacher: BlockDiffusionLM, input_ids: Tensor, prompt_lens: Te
         tokens = torch.where(commit, tok, tokens)
         step_of = torch.where(commit, step, step_of)
         new = TokenDists.from_probs(torch.softmax(logits, -1), top_k)
-        rows = new if rows is None else _where(commit, new, rows)
+        rows = new if rows is None else new.where(commit, rows)
         shown = _scatter_valid(shown, gen_index, tok, commit)
         pending = pending & ~commit
     if bool(pending.any()):  # a policy that commits nothing leaves masks behind
@@ -172,15 +172,6 @@ def _scatter_valid(dst: Tensor, index: Tensor, src: Tensor, valid: Tensor) -> Te
     out = torch.cat([dst, dst[:, :1]], 1)
     out = out.scatter(1, torch.where(valid, index, dst.shape[1]), src.to(dst.dtype))
     return out[:, :-1].contiguous()
-
-
-def _where(cond: Tensor, a: TokenDists, b: TokenDists) -> TokenDists:
-    """Row-wise select between two TokenDists of the same form."""
-    c = cond[..., None]
-    if a.is_topk:
-        return TokenDists(a.vocab_size, indices=torch.where(c, a.indices, b.indices),
-                          values=torch.where(c, a.values, b.values), leftover=torch.where(cond, a.leftover, b.leftover))
-    return TokenDists.full(torch.where(c, a.probs, b.probs))
 
 
 @torch.no_grad()

@@ -22,15 +22,17 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from blockdistill.losses.rows import TokenDists
+
 __all__ = [
     "DIVERGENCES",
-    "TopKTarget",
+    "Target",
+    "TokenDists",
     "bucket_log_probs",
     "dcd_loss",
     "divergence_from_name",
@@ -41,30 +43,18 @@ __all__ = [
 ]
 
 
-@runtime_checkable
-class TopKTarget(Protocol):
-    """Top-k target rows over a leading shape ``S``.
-
-    Invariant: ``values.sum(-1) + leftover == 1`` and ``indices`` are distinct within a row.
-    """
-
-    indices: Tensor
-    """Long ``(*S, k)``: token ids."""
-    values: Tensor
-    """Float ``(*S, k)``: their teacher probabilities."""
-    leftover: Tensor
-    """Float ``(*S,)``: teacher mass outside the k ids (``1 - values.sum(-1)``)."""
-
-
-Target = Tensor | TopKTarget
-"""Full rows ``(*S, V)`` of probabilities, or a :class:`TopKTarget` over leading shape ``S``."""
+Target = Tensor | TokenDists
+"""Full rows ``(*S, V)`` of probabilities as a tensor, or :class:`~blockdistill.losses.rows.TokenDists`
+(full or top-k) over leading shape ``S``."""
 
 
 def _dense_probs(target: Target) -> Tensor | None:
+    """The full rows of ``target``; None for top-k rows."""
     if isinstance(target, Tensor):
         return target
-    probs = getattr(target, "probs", None)  # a TokenDists holding full rows
-    return probs if isinstance(probs, Tensor) else None
+    if not isinstance(target, TokenDists):
+        raise TypeError(f"a target is a tensor of full rows or TokenDists, got {type(target).__name__}")
+    return target.probs
 
 
 def bucket_log_probs(student_logits: Tensor, target: Target) -> tuple[Tensor, Tensor, Tensor]:
@@ -72,7 +62,7 @@ def bucket_log_probs(student_logits: Tensor, target: Target) -> tuple[Tensor, Te
 
     Args:
         student_logits: float ``(*S, V)``.
-        target: full rows ``(*S, V)`` or top-k rows (see :class:`TopKTarget`).
+        target: full rows ``(*S, V)`` or :class:`~blockdistill.losses.rows.TokenDists` (full or top-k).
     Returns:
         ``(log_p, q, log_q)``, each ``(*S, M)`` with ``M = V`` (full) or ``k + 1`` (top-k, last
         bucket = everything else). ``log_q`` is ``-inf`` where ``q == 0``. Float32 at least.

@@ -48,7 +48,7 @@ def top_k_rows(values: Tensor, k: int, ids: Tensor | None = None) -> tuple[Tenso
     keep = above | (tied & (tied.cumsum(-1) <= k - above.sum(-1, keepdim=True)))
     cols = keep.nonzero()[:, -1].view(*values.shape[:-1], k)  # row-major: ascending columns
     vals = values.gather(-1, cols)
-    vals, order = vals.sort(-1, descending=True, stable=True)
+    vals, order = vals.sort(dim=-1, descending=True, stable=True)
     cols = cols.gather(-1, order)
     return vals, (cols if ids is None else ids.gather(-1, cols))
 
@@ -101,8 +101,9 @@ class TokenDists:
     @classmethod
     def one_hot(cls, tokens: Tensor, vocab_size: int) -> TokenDists:
         """Point masses on ``tokens`` ``(*S,)`` as top-1 rows (leftover 0)."""
-        return cls(vocab_size, indices=tokens.long()[..., None], values=torch.ones(*tokens.shape, 1),
-                   leftover=torch.zeros(tokens.shape))
+        dev = tokens.device
+        return cls(vocab_size, indices=tokens.long()[..., None], values=torch.ones(*tokens.shape, 1, device=dev),
+                   leftover=torch.zeros(tokens.shape, device=dev))
 
     # ------------------------------------------------------------------ views
     @property
@@ -162,11 +163,24 @@ class TokenDists:
         return torch.where(hit, self.values, torch.zeros_like(self.values)).sum(-1)
 
     # ------------------------------------------------------------------ tensor plumbing
-    def _map(self, fn) -> TokenDists:
+    def _fields(self) -> tuple[Tensor, ...]:
+        """The stored tensors: ``(probs,)`` or ``(indices, values, leftover)``."""
+        return (self.probs,) if self.probs is not None else (self.indices, self.values, self.leftover)
+
+    def _build(self, fields: list[Tensor]) -> TokenDists:
         if self.probs is not None:
-            return TokenDists(self.vocab_size, probs=fn(self.probs, True))
-        return TokenDists(self.vocab_size, indices=fn(self.indices, True), values=fn(self.values, True),
-                          leftover=fn(self.leftover, False))
+            return TokenDists(self.vocab_size, probs=fields[0])
+        return TokenDists(self.vocab_size, indices=fields[0], values=fields[1], leftover=fields[2])
+
+    def _map(self, fn) -> TokenDists:
+        """Apply ``fn(tensor, has_row_dim)`` to every stored tensor (the leftover has no row dim)."""
+        rows = (True,) if self.probs is not None else (True, True, False)
+        return self._build([fn(t, r) for t, r in zip(self._fields(), rows)])
+
+    def _zip(self, other: TokenDists, fn) -> TokenDists:
+        """Like :meth:`_map` over pairs ``(self's tensor, other's tensor, has_row_dim)``."""
+        rows = (True,) if self.probs is not None else (True, True, False)
+        return self._build([fn(a, b, r) for a, b, r in zip(self._fields(), other._fields(), rows)])
 
     def __getitem__(self, index) -> TokenDists:
         """Index the leading shape, e.g. ``dists[b]`` or ``dists[mask]``."""
@@ -207,28 +221,51 @@ class TokenDists:
                           values=torch.cat([p.values for p in parts]),
                           leftover=torch.cat([p.leftover for p in parts]))
 
+    @classmethod
+    def point_masses(cls, shape: tuple[int, ...], like: TokenDists, token: int = 0) -> TokenDists:
+        """Rows of leading shape ``shape`` in the form of ``like`` (full, or top-k with its k),
+        each a point mass on ``token``: valid filler for rows that are padding or not yet written."""
+        dev = (like.probs if like.probs is not None else like.values).device
+        if like.probs is not None:
+            probs = torch.zeros(*shape, like.vocab_size, dtype=like.probs.dtype, device=dev)
+            probs[..., token] = 1
+            return cls(like.vocab_size, probs=probs)
+        k = like.k
+        ids = torch.arange(k, dtype=like.indices.dtype, device=dev)
+        ids = torch.where(ids == 0, token, torch.where(ids <= token, ids - 1, ids))  # distinct, token first
+        vals = torch.zeros(*shape, k, dtype=like.values.dtype, device=dev)
+        vals[..., 0] = 1
+        return cls(like.vocab_size, indices=ids.expand(*shape, k).clone(), values=vals,
+                   leftover=torch.zeros(shape, dtype=like.leftover.dtype, device=dev))
+
+    def where(self, cond: Tensor, other: TokenDists) -> TokenDists:
+        """Row-wise select: ``self``'s row where ``cond`` (bool, the leading shape), else ``other``'s
+        (same form, V and k)."""
+        _same_form([self, other])
+        return self._zip(other, lambda a, b, row: torch.where(cond[..., None] if row else cond, a, b))
+
+    def scatter(self, index: Tensor, src: TokenDists, where: Tensor) -> TokenDists:
+        """A copy with ``self[b, index[b, j]] = src[b, j]`` where ``where[b, j]``, for leading shapes
+        ``(B, N)`` (``self``) and ``(B, K)`` (``index``, ``src``, ``where``); ``index`` distinct per row."""
+        _same_form([self, src])
+
+        def put(d: Tensor, s: Tensor, row: bool) -> Tensor:
+            idx = index[..., None].expand(*index.shape, d.shape[-1]) if row else index
+            keep = where[..., None] if row else where
+            return d.scatter(1, idx, torch.where(keep, s, d.gather(1, idx)))
+        return self._zip(src, put)
+
     @staticmethod
     def pad_stack(parts: list[TokenDists], length: int) -> TokenDists:
         """Stack 1-D-leading parts ``(G_b, ...)`` into ``(B, length, ...)``, padding with point masses
         on token 0 (padded rows are never in a loss; they only need to be valid distributions)."""
         first = _same_form(parts)
-        b = len(parts)
-        if not first.is_topk:
-            probs = torch.zeros(b, length, first.vocab_size, dtype=first.probs.dtype)
-            probs[..., 0] = 1
-            for i, p in enumerate(parts):
-                probs[i, : p.shape[0]] = p.probs
-            return TokenDists(first.vocab_size, probs=probs)
-        k = first.k
-        idx = torch.arange(k).expand(b, length, k).clone()
-        vals = torch.zeros(b, length, k, dtype=first.values.dtype)
-        vals[..., 0] = 1
-        left = torch.zeros(b, length, dtype=first.leftover.dtype)
+        out = TokenDists.point_masses((len(parts), length), first)
         for i, p in enumerate(parts):
             g = p.shape[0]
-            idx[i, :g], vals[i, :g], left[i, :g] = p.indices, p.values, p.leftover
-        return TokenDists(first.vocab_size, indices=idx, values=vals, leftover=left)
-
+            for d, s in zip(out._fields(), p._fields()):
+                d[i, :g] = s
+        return out
 
 def _same_form(parts: list[TokenDists]) -> TokenDists:
     if not parts:

@@ -35,7 +35,7 @@ from blockdistill.sampling.policies import (
     UnmaskPolicy,
     policy_from_name,
 )
-from blockdistill.sampling.trace import BlockTrace, ProbRows, TraceSpec
+from blockdistill.sampling.trace import BlockTrace, TraceSpec
 
 __all__ = [
     "CACHE_MODES",
@@ -55,7 +55,6 @@ __all__ = [
     "HFState",
     "NoCache",
     "OneStep",
-    "ProbRows",
     "TraceSpec",
     "UnmaskPolicy",
     "ar_generate",

@@ -1,6 +1,8 @@
 """Decoding trajectories recorded for DCD (DESIGN.md §4): per generated position, the step at
 which it was committed, the token, and the teacher's distribution at that step and at the
-block's first step (the naive mean-field target). Rows are stored in full or as top-k.
+block's first step (the naive mean-field target). Rows are
+:class:`~blockdistill.losses.rows.TokenDists`, full or top-k, the type the records, targets and
+losses use.
 
 Recording is opt-in (``block_generate(..., record=TraceSpec(...))``); when off, the sampler
 never computes the rows.
@@ -14,8 +16,9 @@ import torch
 from torch import Tensor
 
 from blockdistill.layout import block_id, tail_len
+from blockdistill.losses.rows import TokenDists
 
-__all__ = ["BlockTrace", "ProbRows", "TraceRecorder", "TraceSpec"]
+__all__ = ["BlockTrace", "TraceRecorder", "TraceSpec"]
 
 
 @dataclass(frozen=True)
@@ -23,60 +26,12 @@ class TraceSpec:
     """What to record."""
 
     top_k: int | None = None
-    """Keep the ``top_k`` most probable tokens of each row (indices, probs, leftover mass);
-    None keeps full vocabulary rows."""
+    """Keep the ``top_k`` most probable tokens of each row (indices, values, leftover mass;
+    among tied probabilities the lowest ids); None keeps full vocabulary rows."""
 
     def __post_init__(self) -> None:
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be >= 1 or None (full rows), got {self.top_k}")
-
-
-@dataclass
-class ProbRows:
-    """Probability rows of ``N`` positions, full or top-k.
-
-    Full: ``indices`` and ``rest`` are None and ``probs`` is float ``(N, V)``.
-    Top-k: ``indices`` long ``(N, k)``, ``probs`` float ``(N, k)`` (descending) and ``rest``
-    float ``(N,)`` = the probability mass outside the top k.
-    """
-
-    probs: Tensor
-    indices: Tensor | None = None
-    rest: Tensor | None = None
-
-    @property
-    def is_full(self) -> bool:
-        return self.indices is None
-
-    def to_dense(self, vocab_size: int) -> Tensor:
-        """Float ``(N, V)``. Top-k rows spread their leftover mass uniformly over the other
-        ``V - k`` tokens, so each row still sums to 1."""
-        if self.is_full:
-            return self.probs
-        n, k = self.probs.shape
-        fill = (self.rest / max(vocab_size - k, 1))[:, None]
-        out = fill.expand(n, vocab_size).clone()
-        return out.scatter_(1, self.indices, self.probs)
-
-    def __getitem__(self, rows: slice | Tensor) -> ProbRows:
-        if self.is_full:
-            return ProbRows(self.probs[rows])
-        return ProbRows(self.probs[rows], self.indices[rows], self.rest[rows])
-
-    @staticmethod
-    def from_probs(probs: Tensor, top_k: int | None) -> ProbRows:
-        """``probs`` float ``(..., V)`` -> rows in the requested storage (leading dims kept)."""
-        if top_k is None:
-            return ProbRows(probs)
-        vals, idx = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-        return ProbRows(vals, idx, (1.0 - vals.sum(-1)).clamp(min=0.0))
-
-    @staticmethod
-    def cat(parts: list[ProbRows], dim: int = 0) -> ProbRows:
-        if parts[0].is_full:
-            return ProbRows(torch.cat([p.probs for p in parts], dim))
-        return ProbRows(torch.cat([p.probs for p in parts], dim), torch.cat([p.indices for p in parts], dim),
-                        torch.cat([p.rest for p in parts], dim))
 
 
 @dataclass
@@ -96,10 +51,10 @@ class BlockTrace:
     """Long ``(N,)``: committed tokens."""
     step: Tensor
     """Long ``(N,)``: ``k(i)``, the 1-based denoising step of its block at which it was committed."""
-    commit: ProbRows
+    commit: TokenDists
     """The teacher's rows at the commit step, ``q_i`` (conditioned on the context and the
     tokens of the block committed before step ``k(i)``)."""
-    first: ProbRows
+    first: TokenDists
     """The rows at the block's first step (all of the block masked): the mean-field target."""
 
     @property
@@ -120,24 +75,23 @@ class TraceRecorder:
 
     def __init__(self, spec: TraceSpec, batch: int, block_size: int) -> None:
         self.spec, self.L = spec, block_size
-        self.blocks: list[list[tuple[Tensor, ProbRows, ProbRows]]] = [[] for _ in range(batch)]
+        self.blocks: list[list[tuple[Tensor, TokenDists, TokenDists]]] = [[] for _ in range(batch)]
         self.rows: list[int] = list(range(batch))  # active row -> input row
 
     def begin_block(self, batch: int, device: torch.device) -> None:
         self.step = torch.zeros(batch, self.L, dtype=torch.long, device=device)
-        self.commit: ProbRows | None = None
-        self.first: ProbRows | None = None
+        self.commit: TokenDists | None = None
+        self.first: TokenDists | None = None
 
     def observe(self, logits: Tensor, jpos: Tensor, cand: Tensor, commit: Tensor, step: int) -> None:
         """``logits`` float ``(B, K, V)`` (mask token at -inf) at block positions ``jpos``
         ``(B, K)``; ``cand``/``commit`` bool ``(B, K)``; ``step`` 1-based."""
-        rows = ProbRows.from_probs(torch.softmax(logits, -1), self.spec.top_k)
-        if self.commit is None:
-            self.commit = _empty_rows(rows, self.L)
-            self.first = _empty_rows(rows, self.L)
+        rows = TokenDists.from_probs(torch.softmax(logits, -1), self.spec.top_k)
+        if self.commit is None:  # not yet written: point masses, cut off or overwritten later
+            self.commit = self.first = TokenDists.point_masses((rows.shape[0], self.L), rows)
         if step == 1:
-            _scatter_rows(self.first, rows, jpos, cand)
-        _scatter_rows(self.commit, rows, jpos, commit)
+            self.first = self.first.scatter(jpos, rows, cand)
+        self.commit = self.commit.scatter(jpos, rows, commit)
         self.step.scatter_(1, jpos, torch.where(commit, step, self.step.gather(1, jpos)))
 
     def end_block(self) -> None:
@@ -153,30 +107,9 @@ class TraceRecorder:
         for r, blocks in enumerate(self.blocks):
             tail = tail_len(prompt_lens[r], self.L)
             step = torch.cat([s for s, _, _ in blocks])[tail:]
-            commit = ProbRows.cat([c for _, c, _ in blocks])[tail:]
-            first = ProbRows.cat([f for _, _, f in blocks])[tail:]
+            commit = TokenDists.cat([c for _, c, _ in blocks])[tail:]
+            first = TokenDists.cat([f for _, _, f in blocks])[tail:]
             out.append(BlockTrace(prompt_lens[r], self.L, decoded[r][tail: tail + step.shape[0]].clone(), step,
                                   commit, first))
         return out
 
-
-def _empty_rows(rows: ProbRows, L: int) -> ProbRows:
-    b = rows.probs.shape[0]
-    probs = rows.probs.new_zeros(b, L, rows.probs.shape[-1])
-    if rows.is_full:
-        return ProbRows(probs)
-    return ProbRows(probs, rows.indices.new_zeros(b, L, rows.indices.shape[-1]), rows.rest.new_zeros(b, L))
-
-
-def _scatter_rows(dst: ProbRows, src: ProbRows, jpos: Tensor, where: Tensor) -> None:
-    """``dst[b, jpos[b, k]] = src[b, k]`` where ``where[b, k]``."""
-    def put(d: Tensor, s: Tensor) -> None:
-        extra = d.dim() - 2
-        idx = jpos.view(*jpos.shape, *([1] * extra)).expand(*jpos.shape, *d.shape[2:])
-        keep = where.view(*where.shape, *([1] * extra))
-        d.scatter_(1, idx, torch.where(keep, s, d.gather(1, idx)))
-
-    put(dst.probs, src.probs)
-    if not dst.is_full:
-        put(dst.indices, src.indices)
-        put(dst.rest, src.rest)

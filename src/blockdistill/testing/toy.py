@@ -22,7 +22,6 @@ Example::
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -259,15 +258,6 @@ class ToyJoint:
         probs = self.marginals(prefix, [self.spec.mask_token_id] * self.continuation_length(len(prefix)))
         probs[:, self.spec.mask_token_id] = 0.0
         return tuple(int(t) for t in probs.argmax(-1))
-
-    def is_coherent(self, prefix: Sequence[int], continuation: Sequence[int]) -> bool:
-        """The continuation has positive probability."""
-        return self.prob(prefix, continuation) > 0.0
-
-    @staticmethod
-    def all_blocks(tokens: Sequence[int], width: int) -> list[Block]:
-        """Every ``width``-token block over ``tokens`` (for brute-force checks)."""
-        return list(itertools.product(tokens, repeat=width))
 
     def __repr__(self) -> str:
         return f"ToyJoint({len(self.table)} prefixes, L={self.spec.block_size}, V={self.vocab_size})"
