@@ -21,6 +21,7 @@ from blockdistill.config import (
     TeacherDecodeConfig,
     TrainerConfig,
     check,
+    check_choice,
     load_config,
 )
 from examples.echo_cxr.model import BackboneConfig
@@ -129,7 +130,7 @@ class RADSection:
     ECHO_AR's head, with which AR-converted models adapt far faster
     (:data:`blockdistill.recipes.AR_CONVERSION_SHIFT`)."""
     layout: str = "rad"
-    """``rad`` or ``full_dup``."""
+    """A name of :data:`blockdistill.layout.TRAINING_LAYOUTS`: ``rad`` or ``full_dup``."""
     batch_size: int = 32
     """Studies per micro-batch."""
     noise: NoiseConfig = field(default_factory=NoiseConfig)
@@ -155,7 +156,7 @@ class RADSection:
                f"steps must be >= 1, got {self.max_steps_by_size}")
         check(len(self.block_sizes) >= 1 and all(b >= 1 for b in self.block_sizes), "rad.block_sizes",
                f"must be a non-empty list of sizes >= 1, got {self.block_sizes}")
-        check(self.layout in ("rad", "full_dup"), "rad.layout", f"must be rad or full_dup, got {self.layout!r}")
+        check_choice(self.layout, "layout", "rad.layout")
 
 
 @dataclass
@@ -207,7 +208,8 @@ class EvalSection:
     tau: float = 0.85
     """Threshold of the multi-step variants."""
     cache: str = "fused"
-    """Cache mode of the block variants (``none``, ``block`` or ``fused``: same tokens, different speed)."""
+    """Cache mode of the block variants (:data:`blockdistill.sampling.cache.CACHE_MODES`: ``none``,
+    ``block`` or ``fused``: same tokens, different speed)."""
     device: str = "cpu"
     """Device every evaluated model is loaded on and decodes on: ``cpu``, ``cuda``, ``cuda:1``, ..."""
     batch_size: int = 50
@@ -226,6 +228,7 @@ class EvalSection:
     def __post_init__(self) -> None:
         import torch
 
+        check_choice(self.cache, "cache", "eval.cache")
         try:
             torch.device(self.device)
         except RuntimeError:

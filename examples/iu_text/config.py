@@ -12,18 +12,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blockdistill.config import ConfigError, NoiseConfig, OptimConfig, TrainerConfig, load_config
+from blockdistill.config import (
+    ConfigError,
+    NoiseConfig,
+    OptimConfig,
+    TrainerConfig,
+    check_choice,
+    load_config,
+)
+from blockdistill.config import check as _check
 from blockdistill.config.distill import DistillConfig, TeacherDecodeConfig
 
 STAGES = ("data", "ar", "rad", "collect", "dcd", "eval", "report")
 """Pipeline order (``python -m examples.iu_text all``)."""
 MODEL_KINDS = ("tiny", "pretrained", "smollm2")
 PRECISIONS = ("auto", "bf16", "fp32")
-
-
-def _check(cond: bool, name: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{name}: {msg}")
 
 
 @dataclass
@@ -145,7 +148,7 @@ class RADSection:
                f"must be a non-empty list of sizes >= 1, got {self.block_sizes}")
         unknown = sorted(set(self.max_steps_by_size) - set(self.block_sizes))
         _check(not unknown, "rad.max_steps_by_size", f"names block sizes {unknown} that rad.block_sizes does not train")
-        _check(self.layout in ("rad", "full_dup"), "rad.layout", f"must be rad or full_dup, got {self.layout!r}")
+        check_choice(self.layout, "layout", "rad.layout")
 
 
 @dataclass
@@ -221,6 +224,7 @@ class EvalSection:
         _check(self.n_test >= 0, "eval.n_test", f"must be >= 0, got {self.n_test}")
         _check(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.speed_samples >= 0, "eval.speed_samples", f"must be >= 0, got {self.speed_samples}")
+        check_choice(self.cache, "cache", "eval.cache")
 
 
 @dataclass

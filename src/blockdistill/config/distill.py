@@ -10,23 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from omegaconf import MISSING
-
 from blockdistill.config.base import check as _check
-from blockdistill.config.training import (
-    ARTrainConfig,
-    BlockConfig,
-    DataConfig,
-    ModelConfig,
-    TrainerConfig,
-)
+from blockdistill.config.choices import check_choice
+from blockdistill.config.training import StageConfig, TrainStageConfig
 
 __all__ = ["CollectConfig", "DCDTrainConfig", "DistillConfig", "TeacherDecodeConfig"]
-
-_TARGETS = ("commit_step", "hard", "first_step")
-_DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
-_CACHES = ("none", "block", "fused")
-
 
 @dataclass
 class TeacherDecodeConfig:
@@ -42,7 +30,8 @@ class TeacherDecodeConfig:
     record_first_step: bool = False
     """Also store the rows at each block's first step (needed only by ``distill.target=first_step``)."""
     cache: str = "fused"
-    """Sampler cache mode: ``fused`` (default), ``block`` or ``none``; all decode the same tokens."""
+    """Sampler cache mode, a name of :data:`blockdistill.sampling.cache.CACHE_MODES`: ``fused``
+    (default), ``block`` or ``none``; all decode the same tokens."""
     repetition_ngram: int = 4
     """Drop trajectories whose response repeats an n-gram (n <= this) ``repetition_repeats`` times
     in a row; 0 disables the repetition filter."""
@@ -55,7 +44,7 @@ class TeacherDecodeConfig:
         _check(0.0 <= self.tau <= 1.0, "decode.tau", f"must be in [0, 1], got {self.tau}")
         _check(self.max_new_tokens >= 1, "decode.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
         _check(self.top_k is None or self.top_k >= 1, "decode.top_k", f"must be >= 1 or null, got {self.top_k}")
-        _check(self.cache in _CACHES, "decode.cache", f"must be one of {_CACHES}, got {self.cache!r}")
+        check_choice(self.cache, "cache", "decode.cache")
         _check(self.repetition_ngram >= 0, "decode.repetition_ngram", f"must be >= 0, got {self.repetition_ngram}")
         _check(self.repetition_repeats >= 2, "decode.repetition_repeats",
                f"must be >= 2, got {self.repetition_repeats}")
@@ -94,14 +83,15 @@ class DistillConfig:
     """The student's objective: ``sum_i w_i D(q_i, p_i) + lambda_eos * CE(EOS)``."""
 
     target: str = "commit_step"
-    """Joint-target builder: ``commit_step`` (DCD), ``hard`` (one-hot committed tokens, sequence-level
+    """Joint-target builder (:data:`blockdistill.distill.targets.TARGETS`): ``commit_step`` (DCD), ``hard`` (one-hot committed tokens, sequence-level
     KD) or ``first_step`` (mean-field baseline; needs ``decode.record_first_step``)."""
     schedule: str = "proportional"
     """Step weights: ``proportional`` (w ∝ k(i), default), ``uniform``, ``power`` or ``module:function``."""
     power: float = 2.0
     """Exponent of the ``power`` schedule (w ∝ k(i) ** power)."""
     divergence: str = "forward_kl"
-    """``forward_kl`` (KL(q || p), default), ``reverse_kl`` or ``jsd`` (generalized JSD)."""
+    """A name of :data:`blockdistill.losses.distill.DIVERGENCES`: ``forward_kl`` (KL(q || p),
+    default), ``reverse_kl`` or ``jsd`` (generalized JSD)."""
     jsd_beta: float = 0.5
     """Interpolation of the generalized JSD: 0 = forward KL, 1 = reverse KL."""
     lambda_eos: float = 1.0
@@ -114,9 +104,8 @@ class DistillConfig:
     """First global step that may be on-policy."""
 
     def __post_init__(self) -> None:
-        _check(self.target in _TARGETS, "distill.target", f"must be one of {_TARGETS}, got {self.target!r}")
-        _check(self.divergence in _DIVERGENCES, "distill.divergence",
-               f"must be one of {_DIVERGENCES}, got {self.divergence!r}")
+        check_choice(self.target, "target", "distill.target")
+        check_choice(self.divergence, "divergence", "distill.divergence")
         _check(0.0 <= self.jsd_beta <= 1.0, "distill.jsd_beta", f"must be in [0, 1], got {self.jsd_beta}")
         _check(self.lambda_eos >= 0, "distill.lambda_eos", f"must be >= 0, got {self.lambda_eos}")
         _check(self.power >= 0, "distill.power", f"must be >= 0, got {self.power}")
@@ -127,7 +116,7 @@ class DistillConfig:
 
 
 @dataclass
-class DCDTrainConfig(ARTrainConfig):
+class DCDTrainConfig(TrainStageConfig):
     """Stage 3: DCD. ``model`` is the teacher (a RAD block-diffusion model); the student starts as
     a copy of it. ``trajectories`` set = offline (train on collected shards); unset = online
     (the teacher decodes each batch's prompts from ``data.train_file`` inside the step)."""
@@ -150,20 +139,13 @@ class DCDTrainConfig(ARTrainConfig):
 
 
 @dataclass
-class CollectConfig:
-    """Offline collection: the teacher decodes every prompt of ``data.train_file`` into shards."""
+class CollectConfig(StageConfig):
+    """Offline collection: the teacher (``model``) decodes every prompt of ``data.train_file``
+    (JSONL with ``prompt`` or ``prompt_ids`` and an optional ``id``) into shards; the teacher's
+    saved block rules win over unset ``block`` fields."""
 
-    model: ModelConfig = MISSING
-    """The teacher (required)."""
-    block: BlockConfig = field(default_factory=BlockConfig)
-    """Block rules; the teacher's saved ones win for its mask/EOS ids."""
-    data: DataConfig = field(default_factory=DataConfig)
-    """Prompts: JSONL with ``prompt`` or ``prompt_ids`` (and optional ``id``)."""
     decode: TeacherDecodeConfig = field(default_factory=TeacherDecodeConfig)
     """Teacher decoding and recording."""
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    """Only ``accelerator``, ``devices``, ``strategy``, ``precision``, ``seed`` and
-    ``enable_progress_bar`` are used."""
     shard_size: int = 256
     """Records per shard file."""
     output_dir: str = "runs/dcd/trajectories"

@@ -9,9 +9,10 @@ from typing import Any
 from omegaconf import MISSING
 
 from blockdistill.config.base import ATTN_BACKENDS, check
+from blockdistill.config.choices import check_choice
 
 __all__ = ["ARTrainConfig", "BlockConfig", "DataConfig", "ModelConfig", "NoiseConfig", "OptimConfig",
-           "RADTrainConfig", "TrainerConfig"]
+           "RADTrainConfig", "StageConfig", "TrainStageConfig", "TrainerConfig"]
 
 
 @dataclass
@@ -190,33 +191,49 @@ class DataConfig:
 
 
 @dataclass
-class ARTrainConfig:
-    """Stage 1: AR continued pre-training (next-token CE on the response)."""
+class StageConfig:
+    """The sections every stage has: a model, its block rules, its data and where it runs. Each
+    stage config adds its own sections and its ``output_dir``."""
 
     model: ModelConfig = MISSING
-    """The backbone (required)."""
+    """The backbone (required): the model trained, or the teacher that decodes."""
     block: BlockConfig = field(default_factory=BlockConfig)
-    """Only the token ids are used in this stage."""
+    """Block rules (AR training uses only the token ids; a saved block-diffusion model's own rules
+    win over unset fields, and contradict set ones with a :class:`ConfigError`)."""
     data: DataConfig = field(default_factory=DataConfig)
-    """Training data."""
+    """Training data, or the prompts a teacher decodes."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """Trainer (collection uses only ``accelerator``, ``devices``, ``strategy``, ``precision``,
+    ``seed`` and ``enable_progress_bar``)."""
+
+
+@dataclass
+class TrainStageConfig(StageConfig):
+    """A stage that trains: a :class:`StageConfig` plus the optimiser."""
+
     optim: OptimConfig = field(default_factory=OptimConfig)
     """Optimiser."""
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    """Trainer."""
+
+
+@dataclass
+class ARTrainConfig(TrainStageConfig):
+    """Stage 1: AR continued pre-training (next-token CE on the response)."""
+
     output_dir: str = "runs/ar/model"
     """Where the trained model is saved with ``save_pretrained``."""
 
 
 @dataclass
-class RADTrainConfig(ARTrainConfig):
+class RADTrainConfig(TrainStageConfig):
     """Stage 2: RAD adaptation into a block-diffusion model."""
 
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     """Noising of response tokens."""
     layout: str = "rad"
-    """``rad`` (response-asymmetric) or ``full_dup`` (the BD3-LM/SDAR/Fast-dLLM v2 baseline)."""
+    """A name of :data:`blockdistill.layout.TRAINING_LAYOUTS`: ``rad`` (response-asymmetric) or
+    ``full_dup`` (the BD3-LM/SDAR/Fast-dLLM v2 baseline)."""
     output_dir: str = "runs/rad/model"
     """Where the block-diffusion model is saved."""
 
     def __post_init__(self) -> None:
-        check(self.layout in ("rad", "full_dup"), "layout", f"must be 'rad' or 'full_dup', got {self.layout!r}")
+        check_choice(self.layout, "layout", "layout")

@@ -20,6 +20,7 @@ from blockdistill.layout.grid import (
     tail_len,
 )
 from blockdistill.layout.masks import (
+    TRAINING_LAYOUTS,
     SlotLayout,
     additive_mask,
     attends,
@@ -29,11 +30,12 @@ from blockdistill.layout.masks import (
     full_dup_layout,
     mask_mod,
     rad_layout,
+    training_layout,
 )
 
 __all__ = [
-    "SlotLayout", "additive_mask", "attends", "block_id", "block_indices", "block_span", "clean_layout",
+    "TRAINING_LAYOUTS", "SlotLayout", "additive_mask", "attends", "block_id", "block_indices", "block_span", "clean_layout",
     "clean_length", "decode_end", "dense_mask", "flex_block_mask", "full_dup_layout", "generated_through",
     "mask_mod", "num_blocks", "on_block_boundary", "padding_mask", "rad_layout", "readout_column",
-    "response_block_start", "tail_len",
+    "response_block_start", "tail_len", "training_layout",
 ]

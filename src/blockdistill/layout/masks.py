@@ -28,9 +28,11 @@ __all__ = [
     "clean_layout",
     "dense_mask",
     "flex_block_mask",
+    "TRAINING_LAYOUTS",
     "full_dup_layout",
     "mask_mod",
     "rad_layout",
+    "training_layout",
 ]
 
 
@@ -165,6 +167,26 @@ def rad_layout(prompt_lens: Tensor, seq_lens: Tensor, block_size: int, width: in
 def full_dup_layout(seq_lens: Tensor, block_size: int, width: int | None = None) -> SlotLayout:
     """Full duplication (BD3-LM / SDAR / Fast-dLLM v2): ``[clean stream | noisy copy of all of it]``."""
     return _dup_layout(seq_lens, torch.zeros_like(seq_lens), block_size, width)
+
+
+TrainingLayout = Callable[..., SlotLayout]
+"""``(prompt_lens, seq_lens, block_size, width) -> SlotLayout`` of a training sequence."""
+
+TRAINING_LAYOUTS: dict[str, TrainingLayout] = {
+    "rad": rad_layout,
+    "full_dup": lambda prompt_lens, seq_lens, block_size, width=None: full_dup_layout(seq_lens, block_size, width),
+}
+"""Training layouts by config name (``RADTrainConfig.layout``): ``rad`` (noisy copy from the
+response's block) and ``full_dup`` (noisy copy of everything, the baseline). A new layout is one
+more entry; configs validate against this dict."""
+
+
+def training_layout(name: str, prompt_lens: Tensor, seq_lens: Tensor, block_size: int,
+                    width: int | None = None) -> SlotLayout:
+    """The layout registered as ``name`` in :data:`TRAINING_LAYOUTS`; ``ValueError`` naming them."""
+    if name not in TRAINING_LAYOUTS:
+        raise ValueError(f"layout must be one of {tuple(TRAINING_LAYOUTS)}, got {name!r}")
+    return TRAINING_LAYOUTS[name](prompt_lens, seq_lens, block_size, width)
 
 
 def dense_mask(layout: SlotLayout, num_queries: int | None = None) -> Tensor:

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from blockdistill.config import NoiseConfig, OptimConfig
 from blockdistill.data import Batch
+from blockdistill.layout import TRAINING_LAYOUTS
 from blockdistill.lightning.common import StageSystem
 from blockdistill.losses import diffusion_loss
 from blockdistill.losses.noise import complement, sample_noise
@@ -22,8 +23,8 @@ class RADSystem(StageSystem):
                  seed: int = 0) -> None:
         super().__init__(model, optim)
         self.seed = seed
-        if layout not in ("rad", "full_dup"):
-            raise ValueError(f"layout must be 'rad' or 'full_dup', got {layout!r}")
+        if layout not in TRAINING_LAYOUTS:
+            raise ValueError(f"layout must be one of {tuple(TRAINING_LAYOUTS)}, got {layout!r}")
         self.noise = noise
         self.layout = layout
         self.save_hyperparameters({"noise": asdict(noise), "layout": layout, "block": asdict(model.spec)})

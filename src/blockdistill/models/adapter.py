@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from blockdistill.layout import SlotLayout, clean_layout, full_dup_layout, padding_mask, rad_layout
+from blockdistill.layout import SlotLayout, clean_layout, padding_mask, training_layout
 from blockdistill.models.attention import check_backend, hf_attn_implementation, render_mask
 from blockdistill.models.families import BackboneFamily, VisionInputs, family_for
 
@@ -203,18 +203,14 @@ class BlockDiffusionLM(nn.Module):
             prompt_lens, seq_lens: ``(B,)`` prompt length P and clean length n per row.
             masked: bool ``(B, n)``: clean indices replaced by the mask token in the noisy copy.
             targets: long ``(B, K)`` clean indices whose logits are wanted (response indices).
-            layout: ``"rad"`` (noisy copy from ``s``) or ``"full_dup"`` (noisy copy of everything).
+            layout: a name of :data:`~blockdistill.layout.TRAINING_LAYOUTS`: ``"rad"`` (noisy copy from
+                ``s``), ``"full_dup"`` (noisy copy of everything), or one registered there.
         Returns:
             float ``(B, K, V)``. Only these K rows go through the LM head.
         """
         b, n = input_ids.shape
         size = self.spec.block_size
-        if layout == "rad":
-            lay = rad_layout(prompt_lens, seq_lens, size, width=n)
-        elif layout == "full_dup":
-            lay = full_dup_layout(seq_lens, size, width=n)
-        else:
-            raise ValueError(f"layout must be 'rad' or 'full_dup', got {layout!r}")
+        lay = training_layout(layout, prompt_lens, seq_lens, size, width=n)
         valid = padding_mask(seq_lens, n)
         clean = self.embed(input_ids, vision)
         pos_clean, _ = self.positions(input_ids, valid, vision)

@@ -29,6 +29,7 @@ from blockdistill.sampling.generate import GenerateOutput, generate
 from blockdistill.sampling.hf import HFDenoiser, HFState
 from blockdistill.sampling.output import GenerationOutput, GenerationStats, pad_sequences
 from blockdistill.sampling.policies import (
+    POLICIES,
     ConfidenceThreshold,
     FixedCount,
     OneStep,
@@ -39,6 +40,7 @@ from blockdistill.sampling.trace import BlockTrace, TraceSpec
 
 __all__ = [
     "CACHE_MODES",
+    "POLICIES",
     "BlockCache",
     "BlockTrace",
     "CacheStrategy",

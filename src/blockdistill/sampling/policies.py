@@ -10,13 +10,14 @@ row that still has one, so a block always finishes in at most ``L`` steps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
-__all__ = ["ConfidenceThreshold", "FixedCount", "OneStep", "UnmaskPolicy", "policy_from_name", "proposals"]
+__all__ = ["POLICIES", "ConfidenceThreshold", "FixedCount", "OneStep", "UnmaskPolicy", "policy_from_name", "proposals"]
 
 
 def proposals(logits: Tensor, mask_token_id: int, needs_confidence: bool) -> tuple[Tensor, Tensor | None]:
@@ -111,9 +112,15 @@ class OneStep:
         return candidate
 
 
+POLICIES: dict[str, Callable[..., UnmaskPolicy]] = {"threshold": ConfidenceThreshold, "fixed": FixedCount,
+                                                    "one_step": OneStep}
+"""Unmasking policies by name (a class or factory taking the policy's parameters). A new policy is
+one more entry; :func:`policy_from_name` and the configs validate against this dict."""
+
+
 def policy_from_name(name: str, **kwargs: float) -> UnmaskPolicy:
-    """``"threshold"`` (kwargs ``tau``), ``"fixed"`` (``count``) or ``"one_step"``."""
-    table = {"threshold": ConfidenceThreshold, "fixed": FixedCount, "one_step": OneStep}
-    if name not in table:
-        raise ValueError(f"unknown unmasking policy {name!r}; expected one of {sorted(table)}")
-    return table[name](**kwargs)
+    """The policy registered as ``name`` in :data:`POLICIES`, built with ``kwargs``: ``"threshold"``
+    (``tau``), ``"fixed"`` (``count``), ``"one_step"`` or one registered later."""
+    if name not in POLICIES:
+        raise ValueError(f"unknown unmasking policy {name!r}; expected one of {tuple(POLICIES)}")
+    return POLICIES[name](**kwargs)
