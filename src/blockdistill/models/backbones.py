@@ -24,10 +24,15 @@ def _auto_class(config: Any):
 
 
 def load_backbone(cfg: ModelConfig, seed: int = 0) -> nn.Module:
-    """The HF model described by ``cfg`` (weights from ``cfg.pretrained`` or random init from ``cfg.tiny``)."""
+    """The HF model described by ``cfg``: weights from ``cfg.pretrained``, a dequantized
+    ``cfg.gguf_file`` (a plain model, no quantizer attached) or random init from ``cfg.tiny``."""
     from transformers import AutoConfig
 
     dtype = _DTYPES[cfg.dtype]
+    if cfg.gguf_file is not None:
+        from blockdistill.models.gguf import load_gguf, resolve_gguf
+
+        return load_gguf(resolve_gguf(cfg.gguf_file, cfg.pretrained), dtype)[0]
     if cfg.pretrained is not None:
         path = cfg.pretrained
         if not Path(path).exists() and "/" not in path:
@@ -61,6 +66,8 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"tokenizer path {str(path)!r} does not exist")
+    if path.is_file() and path.suffix == ".gguf":  # the tokenizer stored in a GGUF checkpoint
+        return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     cfg_file = path / "tokenizer_config.json"
     if cfg_file.is_file() and (path / "tokenizer.json").is_file():
         cls = json.loads(cfg_file.read_text()).get("tokenizer_class")
