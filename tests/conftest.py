@@ -6,6 +6,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# GGUF checkpoints (the real SmolLM2 of tests/real) are converted once into the git-ignored .cache/
+os.environ.setdefault("BLOCKDISTILL_CACHE", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                         ".cache", "blockdistill"))
 
 import torch  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402

