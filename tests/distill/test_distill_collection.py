@@ -193,9 +193,29 @@ def test_records_round_trip_without_pickle(tmp_path) -> None:
             assert a.example_id == b.example_id and a.response_len == b.response_len
             for name in ("prompt_ids", "tokens", "commit_step", "block_steps"):
                 assert torch.equal(getattr(a, name), getattr(b, name))
-            torch.testing.assert_close(a.target.to_dense().probs, b.target.to_dense().probs)
-            torch.testing.assert_close(a.first_step.to_dense().probs, b.first_step.to_dense().probs)
+            for rows_a, rows_b in ((a.target, b.target), (a.first_step, b.first_step)):
+                assert (rows_a.is_topk, rows_a.k, rows_a.vocab_size) == (rows_b.is_topk, rows_b.k, rows_b.vocab_size)
+                ta, tb = rows_a.tensors("t"), rows_b.tensors("t")
+                assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
         assert torch.equal(back[1].pixel_values, recs[1].pixel_values) and back[0].pixel_values is None
+
+
+def test_a_trace_over_another_vocabulary_is_refused() -> None:
+    """The collector's vocabulary size and the teacher's rows must agree; a mismatch names the example."""
+    from blockdistill.distill.collectors import record_from_trace
+    from blockdistill.sampling import TraceSpec, block_generate
+
+    toy = toy_teacher()
+    pb = collate_prompts(prompt_rows()[:1], VOCAB.eos)
+    for top_k in (None, 2):
+        trace = block_generate(toy, pb.prompt_ids, pb.prompt_lens, max_new_tokens=4, stop_at_eos=False,
+                               record=TraceSpec(top_k=top_k)).traces[0]
+        v = trace.commit.vocab_size
+        rec = record_from_trace(trace, "ex0", pb.prompt_ids[0], VOCAB.eos, v)
+        assert rec.target.vocab_size == v
+        with pytest.raises(ValueError, match=f"example 'ex0': the teacher's rows are over {v} tokens but the "
+                                             f"vocabulary size is {v + 1}"):
+            record_from_trace(trace, "ex0", pb.prompt_ids[0], VOCAB.eos, v + 1)
 
 
 def test_repetition_detector() -> None:

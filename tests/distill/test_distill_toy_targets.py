@@ -116,9 +116,12 @@ def test_threshold_teacher_matches_reference_and_steps_are_consistent(toy: ToyJo
 @pytest.mark.parametrize("policy", [ConfidenceThreshold(0.85), FixedCount(1)], ids=["tau0.85", "fixed1"])
 @given(toy=toy_joints(second_block=True, block_size=3))
 def test_dcd_argmax_reproduces_the_teacher_block(policy, toy: ToyJoint) -> None:
-    for rec in collect(toy, policy):
+    # Exact toy probabilities tie often; top-1 rows must still name the committed tokens.
+    for rec, top1 in zip(collect(toy, policy), collect(toy, policy, top_k=1)):
         assert torch.equal(CommitStepTarget()(rec).argmax(), rec.tokens)
-        assert torch.equal(HardTokenTarget()(rec).argmax(), rec.tokens)
+        assert torch.equal(top1.tokens, rec.tokens)
+        assert torch.equal(CommitStepTarget()(top1).argmax(), rec.tokens)
+        assert torch.equal(HardTokenTarget()(rec).prob_of(rec.tokens), torch.ones(rec.tokens.shape))
         for prefix, sl in blocks_of(rec):
             assert toy.prob(prefix, rec.tokens[sl].tolist()) > 0
 
@@ -147,7 +150,9 @@ def test_search_finds_a_zero_probability_mean_field_block() -> None:
     found = find(toy_joints(block_size=2, max_prompts=1), _mean_field_incoherent, settings=SEARCH)
     (prompt,) = found.table
     print(f"mean-field counterexample: prompt {prompt}: {found.table[prompt]}")
-    assert _mean_field_incoherent(found)
+    # Confirmed without the sampler: the argmax of the exact first-step marginals is a block the
+    # joint gives probability 0.
+    assert found.prob(prompt, found.mean_field_block(prompt)) == 0
 
 
 def test_search_finds_no_zero_probability_dcd_block() -> None:

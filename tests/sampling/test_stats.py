@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from blockdistill.sampling import ConfidenceThreshold, OneStep, ar_generate, block_generate
+from blockdistill.sampling import (
+    ConfidenceThreshold,
+    OneStep,
+    TraceSpec,
+    ar_generate,
+    block_generate,
+)
 from tests.sampling.helpers import denoiser, random_prompts, text_bd
 
 
@@ -56,10 +62,15 @@ def test_no_prefill_forward_when_the_prompt_fits_in_the_first_block():
 
 
 def test_multi_step_counts_and_rates():
+    """Fused multi-step decoding: one forward per denoising step of each block (the steps read
+    from the trace), plus the prefill."""
     ids, plen = random_prompts([8], 2)
-    st = block_generate(denoiser(text_bd(), 4, False), ids, plen, policy=ConfidenceThreshold(),
-                        cache="fused", max_new_tokens=16, stop_at_eos=False).stats
-    assert 4 <= st.nfe_decode <= 16
+    out = block_generate(denoiser(text_bd(), 4, False), ids, plen, policy=ConfidenceThreshold(),
+                         cache="fused", max_new_tokens=16, stop_at_eos=False, record=TraceSpec())
+    st, tr = out.stats, out.traces[0]
+    steps = [int(tr.step[tr.block_ids() == blk].max()) for blk in tr.block_ids().unique().tolist()]
+    assert len(steps) == 4 and max(steps) > 1  # several steps somewhere: not the one-step count
+    assert st.nfe_decode == sum(steps) and st.nfe == sum(steps) + 1
     assert st.tpf == pytest.approx(16 / st.nfe_decode)
     assert st.wall_s >= st.decode_s > 0 and st.prefill_s > 0
     assert st.tokens_per_s_decode >= st.tokens_per_s > 0
