@@ -57,14 +57,14 @@ class CachedSamples(Dataset):
         return self.samples[i]
 
 
-class Workspace:
-    """Paths and cached loaders of one run."""
+class RunPaths:
+    """Where one run keeps its stages' outputs (``<run_dir>/<stage>/model``, ``.../train``,
+    ``traj_L<L>``); shared by the ECHO and IU-Xray text examples."""
 
-    def __init__(self, cfg: EchoConfig) -> None:
+    def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
         self.root = Path(cfg.run_dir)
 
-    # ------------------------------------------------------------------ paths
     @property
     def data_dir(self) -> Path:
         return self.root / "data"
@@ -82,6 +82,12 @@ class Workspace:
 
     def traj_dir(self, block_size: int) -> Path:
         return self.root / f"traj_L{block_size}"
+
+
+class Workspace(RunPaths):
+    """Paths and cached loaders of one run."""
+
+    cfg: EchoConfig
 
     # ------------------------------------------------------------------ tokenizer / processor
     def tokenizer(self, model: str | None = None):

@@ -28,39 +28,21 @@ from pathlib import Path
 from typing import Any
 
 from blockdistill.evaluation import write_json
+from examples.echo_cxr.workspace import RunPaths
 from examples.iu_text.config import TextConfig
 
 SPLITS = {"train": "train.jsonl", "test": "eval_en.jsonl", "dcd": "dcd.jsonl"}
 """Our split name -> the curation's split file."""
 
 
-class Workspace:
-    """Paths and loaders of one run."""
+class Workspace(RunPaths):
+    """Paths (the ECHO example's run layout, plus ``curate``) and loaders of one run."""
 
-    def __init__(self, cfg: TextConfig) -> None:
-        self.cfg = cfg
-        self.root = Path(cfg.run_dir)
+    cfg: TextConfig
 
     @property
     def curate_dir(self) -> Path:
         return self.root / "curate"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def tokenizer_dir(self) -> Path:
-        return self.root / "tokenizer"
-
-    def model_dir(self, name: str) -> Path:
-        return self.root / name / "model"
-
-    def train_dir(self, name: str) -> Path:
-        return self.root / name / "train"
-
-    def traj_dir(self, block_size: int) -> Path:
-        return self.root / f"traj_L{block_size}"
 
     def tokenizer(self, model: str | None = None) -> Any:
         """The run's tokenizer, or the one saved with model ``model`` (it carries ``[MASK]``)."""
