@@ -31,7 +31,6 @@ def test_missing_pycocoevalcap_is_named(monkeypatch: pytest.MonkeyPatch) -> None
 def test_meteor_matches_the_jar_on_iu_xray(iu_pairs_multi) -> None:
     """Same number as pycocoevalcap's Meteor fed our tokens (3 JVM starts, ~25 s): checks
     the record round trip, multi-reference layout and corpus aggregation; copies score 1."""
-    pytest.importorskip("pycocoevalcap.meteor.meteor")
     from pycocoevalcap.meteor.meteor import Meteor
 
     preds, targets = iu_pairs_multi
