@@ -44,7 +44,7 @@ def test_echo_curation_script_runs_offline_on_real_format_fixtures(tmp_path) -> 
     it must write the three files the lingshu7b config reads."""
     fixtures = ROOT / "tests" / "echo_cxr" / "fixtures"
     out = tmp_path / "curated"
-    proc, _ = run_python(["docs/tutorials/echo_curate.py", "--out", str(out), "--mimic", str(fixtures / "mimic_cxr"),
+    proc, _ = run_python(["-m", "examples.echo_cxr.data.curate", "--out", str(out), "--mimic", str(fixtures / "mimic_cxr"),
                           "--chexpert", str(fixtures / "chexpert_plus"), "--embedder", "hashing",
                           "--eval-size", "2", "--dcd-size", "2"])
     assert proc.returncode == 0, explain(proc)

@@ -1,7 +1,7 @@
-"""Tutorial 4, step 2: curate MIMIC-CXR-JPG and CheXpert-Plus (and optionally ReXGradient-160K)
-into the JSONL files the ECHO stages read, with an OpenAI-compatible LLM endpoint.
+"""Curate MIMIC-CXR-JPG and CheXpert-Plus (and optionally ReXGradient-160K) into the JSONL files
+the ECHO stages read, with an OpenAI-compatible LLM endpoint (tutorial 4, step 2).
 
-    python docs/tutorials/echo_curate.py --out data/curated \
+    python -m examples.echo_cxr.data.curate --out data/curated \
         --mimic /data/mimic-cxr-jpg --mimic-reports /data/mimic-cxr-reports \
         --chexpert /data/chexpert-plus \
         --llm http://127.0.0.1:8000 --llm-model baichuan-inc/Baichuan-M2-32B
@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from examples.echo_cxr.data.curation.base import atomic_open
 
 # --8<-- [start:pipeline]
 from examples.echo_cxr.data.curation import (
@@ -71,9 +73,8 @@ def build_pipeline(args: argparse.Namespace, sources: tuple[str, ...]) -> Pipeli
 # --8<-- [end:pipeline]
 
 
-# --8<-- [start:main]
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m examples.echo_cxr.data.curate", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="data/curated", help="output folder (the ECHO configs read data/curated)")
     p.add_argument("--mimic", help="MIMIC-CXR-JPG root (mimic-cxr-2.0.0-metadata.csv, files/p10/...)")
     p.add_argument("--mimic-reports", help="MIMIC-CXR report tree (files/p10/.../s<id>.txt); default: --mimic")
@@ -88,13 +89,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eval-size", type=int, default=2000, help="evaluation studies per language")
     p.add_argument("--dcd-size", type=int, default=30_000, help="studies in the DCD subset")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    return p
+
+
+# --8<-- [start:main]
+def main(argv: list[str] | None = None) -> dict:
+    """Run the curation; returns the pipeline's summary and the split counts."""
+    args = build_parser().parse_args(argv)
 
     readers = build_readers(args)
     summary = build_pipeline(args, tuple(r.source for r in readers)).run(readers)
     out = Path(args.out)
     counts = write_splits(out / "curated.jsonl", out)              # train, dcd, eval_<lang>
-    with open(out / "eval.jsonl", "w") as f:                       # the ECHO eval stage reads one file
+    with atomic_open(out / "eval.jsonl") as f:                     # the ECHO eval stage reads one file
         for part in sorted(out.glob("eval_*.jsonl")):
             f.write(part.read_text())
     for step in summary["stages"]:
