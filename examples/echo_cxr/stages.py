@@ -109,7 +109,7 @@ def stage_rad(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
         dm = _datamodule(ws, size, bd.spec.eos_token_id, bd.spec.pad_token_id, cfg.rad.batch_size)
         tcfg = _trainer_cfg(replace(cfg.rad.trainer, max_steps=cfg.rad.steps_for(size)), ws, name)
         res = train_rad(bd, dm, optim=cfg.rad.optim, noise=cfg.rad.noise, trainer=tcfg, layout=cfg.rad.layout,
-                        out_dir=ws.model_dir(name), tokenizer=tok, logger=csv_logger(tcfg))
+                        lora=cfg.rad.lora, out_dir=ws.model_dir(name), tokenizer=tok, logger=csv_logger(tcfg))
         if res.trainer.is_global_zero:
             (ws.root / name / "DONE").write_text(json.dumps({"wall_s": res.wall_s}))
         out[name] = {"wall_s": res.wall_s, "steps": tcfg.max_steps}

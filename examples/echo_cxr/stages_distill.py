@@ -73,7 +73,7 @@ def stage_dcd(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
     name = f"dcd_L{size}"
     tcfg = _trainer_cfg(c.trainer, ws, name)
     res = train_dcd(teacher, data, optim=c.optim, distill=c.distill, trainer=tcfg, online=False,
-                    decode=cfg.collect.decode,
+                    decode=cfg.collect.decode, lora=c.lora,
                     prepare_student=(lambda s: freeze_vision(s.model)) if c.freeze_vision else None,
                     out_dir=ws.model_dir(name), tokenizer=ws.tokenizer(f"rad_L{size}"), logger=csv_logger(tcfg))
     return {"wall_s": res.wall_s, "steps": tcfg.max_steps, "trajectories": len(data.train)}

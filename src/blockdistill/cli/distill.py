@@ -55,7 +55,7 @@ def train_dcd(cfg: DCDTrainConfig) -> None:
         data = trajectory_data(cfg.trajectories, pad_token_id=pad, batch_size=cfg.data.batch_size,
                                num_workers=cfg.data.num_workers, verify=cfg.verify_checksums)
     res = recipe(bd, data, optim=cfg.optim, distill=cfg.distill, trainer=cfg.trainer, online=online,
-                 decode=cfg.decode, out_dir=cfg.output_dir, tokenizer=tok)
+                 decode=cfg.decode, lora=cfg.lora, out_dir=cfg.output_dir, tokenizer=tok)
     if res.trainer.is_global_zero:
         save_config(cfg, cfg.output_dir)
         print(f"saved one-step student to {cfg.output_dir}")

@@ -50,7 +50,7 @@ def train_rad(cfg: RADTrainConfig) -> None:
                         allow_block_size_change=True)
     data = _data(cfg.data, tok, bd.block_size, bd.spec.eos_token_id, bd.spec.pad_token_id)
     res = recipe(bd, data, optim=cfg.optim, noise=cfg.noise, trainer=cfg.trainer, layout=cfg.layout,
-                 out_dir=cfg.output_dir, tokenizer=tok)
+                 lora=cfg.lora, out_dir=cfg.output_dir, tokenizer=tok)
     if res.trainer.is_global_zero:
         save_config(cfg, cfg.output_dir)
         print(f"saved block-diffusion model to {cfg.output_dir} (block_size={bd.block_size}, shift={bd.spec.shift})")

@@ -20,6 +20,7 @@ from blockdistill.config.training import (
     ARTrainConfig,
     BlockConfig,
     DataConfig,
+    LoraConfig,
     ModelConfig,
     NoiseConfig,
     OptimConfig,
@@ -31,7 +32,7 @@ from blockdistill.config.training import (
 
 __all__ = [
     "ATTN_BACKENDS", "ARTrainConfig", "BlockConfig", "CollectConfig", "ConfigError", "DCDTrainConfig",
-    "DataConfig", "DistillConfig", "ModelConfig", "NoiseConfig", "OptimConfig", "RADTrainConfig",
+    "DataConfig", "DistillConfig", "LoraConfig", "ModelConfig", "NoiseConfig", "OptimConfig", "RADTrainConfig",
     "StageConfig", "TeacherDecodeConfig", "TrainStageConfig", "TrainerConfig", "check", "check_choice", "choices",
     "load_config", "to_yaml",
 ]

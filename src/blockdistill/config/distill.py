@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from blockdistill.config.base import check as _check
 from blockdistill.config.choices import check_choice
-from blockdistill.config.training import StageConfig, TrainStageConfig
+from blockdistill.config.training import LoraConfig, StageConfig, TrainStageConfig
 
 __all__ = ["CollectConfig", "DCDTrainConfig", "DistillConfig", "TeacherDecodeConfig"]
 
@@ -129,6 +129,9 @@ class DCDTrainConfig(TrainStageConfig):
     """The objective."""
     verify_checksums: bool = True
     """Offline: check every shard's sha256 before training."""
+    lora: LoraConfig | None = None
+    """Train LoRA adapters on the student instead of every weight (null = full fine-tuning); the
+    merged student is saved."""
     output_dir: str = "runs/dcd/model"
     """Where the student is saved."""
 

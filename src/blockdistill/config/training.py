@@ -12,7 +12,7 @@ from blockdistill.config.base import ATTN_BACKENDS, check
 from blockdistill.config.choices import check_choice
 
 __all__ = ["ARTrainConfig", "BlockConfig", "DataConfig", "ModelConfig", "NoiseConfig", "OptimConfig",
-           "RADTrainConfig", "StageConfig", "TrainStageConfig", "TrainerConfig"]
+           "LoraConfig", "RADTrainConfig", "StageConfig", "TrainStageConfig", "TrainerConfig"]
 
 
 @dataclass
@@ -103,6 +103,36 @@ class OptimConfig:
                f"must be 'cosine' or 'constant', got {self.schedule!r}")
         check(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         check(self.grad_clip >= 0, "optim.grad_clip", f"must be >= 0, got {self.grad_clip}")
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters through PEFT for the RAD and DCD stages (the ``lora`` section; null = full
+    fine-tuning). Only the adapters and the ``[MASK]`` embedding row train (PEFT
+    ``trainable_token_indices``); every other weight stays frozen. The stage saves the merged
+    model (adapters folded into the weights), which is what the samplers and the next stage load."""
+
+    r: int = 16
+    """Rank of each adapter (``A`` is ``r x in``, ``B`` is ``out x r``)."""
+    alpha: float = 32.0
+    """LoRA scaling numerator: the update is ``(alpha / r) * B A``."""
+    dropout: float = 0.0
+    """Dropout on the adapter's input during training."""
+    target_modules: list[str] | None = None
+    """Linear layers of the text decoder to adapt, by name or name suffix (``[q_proj, v_proj]``);
+    None = every linear layer of the text decoder (attention and MLP; never the LM head or a
+    vision tower). A name that matches no layer is an error listing the ones there are."""
+    adapter_dir: str | None = None
+    """Also write the adapter alone here (PEFT layout, plus the block rules), before merging;
+    :func:`blockdistill.models.lora.load_lora` puts it back on its base model."""
+
+    def __post_init__(self) -> None:
+        check(self.r >= 1, "lora.r", f"must be >= 1, got {self.r}")
+        check(self.alpha > 0, "lora.alpha", f"must be > 0, got {self.alpha}")
+        check(0.0 <= self.dropout < 1.0, "lora.dropout", f"must be in [0, 1), got {self.dropout}")
+        if self.target_modules is not None:
+            check(len(self.target_modules) > 0 and all(isinstance(t, str) and t for t in self.target_modules),
+                  "lora.target_modules", f"must be null or a non-empty list of layer names, got {self.target_modules}")
 
 
 @dataclass
@@ -243,6 +273,8 @@ class RADTrainConfig(TrainStageConfig):
     layout: str = "rad"
     """A name of :data:`blockdistill.layout.TRAINING_LAYOUTS`: ``rad`` (response-asymmetric) or
     ``full_dup`` (the BD3-LM/SDAR/Fast-dLLM v2 baseline)."""
+    lora: LoraConfig | None = None
+    """Train LoRA adapters instead of every weight (null = full fine-tuning); the merged model is saved."""
     output_dir: str = "runs/rad/model"
     """Where the block-diffusion model is saved."""
 

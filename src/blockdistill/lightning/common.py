@@ -1,4 +1,6 @@
-"""Pieces every stage's LightningModule shares: optimiser, schedule and the NaN-loss guard."""
+"""Pieces every stage's LightningModule shares: optimiser, schedule, the NaN-loss guard and the
+LoRA hooks (adapters put on the trained model; checkpoints of a LoRA run hold only the weights
+that train, and their optimiser state)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,12 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from blockdistill.config import OptimConfig
+from blockdistill.config import LoraConfig, OptimConfig
+from blockdistill.models.lora import apply_lora, is_lora, trainable_parameter_names
+
+LORA_CHECKPOINT_KEY = "blockdistill_lora_trainable"
+"""Checkpoint entry of a LoRA run: the names of the weights it holds (every other one is frozen
+and rebuilt from the base model on resume)."""
 
 
 class NaNLossError(FloatingPointError):
@@ -53,6 +60,43 @@ class StageSystem(L.LightningModule):
 
     def compute_loss(self, batch) -> tuple[Tensor, dict[str, float]]:
         raise NotImplementedError
+
+    def use_lora(self, lora: LoraConfig | None) -> None:
+        """Train LoRA adapters on ``self.net`` (a ``BlockDiffusionLM``) instead of every weight
+        (None: full fine-tuning). Called by the RAD and DCD systems before training."""
+        if lora is None:
+            return
+        apply_lora(self.net, lora)
+        self.save_hyperparameters({"lora": asdict(lora)})
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """A LoRA run saves only the weights that train (the optimiser holds state for no other)."""
+        if is_lora(self.net):
+            keep = set(trainable_parameter_names(self))
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+            checkpoint[LORA_CHECKPOINT_KEY] = sorted(keep)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resuming a LoRA run: the frozen weights are this model's (the same base, rebuilt), the
+        trained ones come from the checkpoint. A LoRA checkpoint into a full run (or the other
+        way round, or other adapters) is an error saying which."""
+        saved = checkpoint.get(LORA_CHECKPOINT_KEY)
+        lora = is_lora(self.net)
+        if saved is None and not lora:
+            return
+        if saved is None or not lora:
+            have, want = ("full-model", "LoRA") if saved is None else ("LoRA", "full fine-tuning")
+            raise ValueError(f"cannot resume: the checkpoint is of a {have} run but this run trains with {want}; "
+                             "use the same lora settings, or another trainer.default_root_dir")
+        want = set(trainable_parameter_names(self))
+        if set(saved) != want:
+            extra, missing = sorted(set(saved) - want), sorted(want - set(saved))
+            raise ValueError(f"cannot resume: the checkpoint's LoRA weights differ from this run's (only in the "
+                             f"checkpoint: {extra[:5]}, only here: {missing[:5]}); use the same lora settings")
+        state = checkpoint["state_dict"]
+        for name, value in self.state_dict().items():
+            if name not in want:
+                state.setdefault(name, value)
 
     def training_step(self, batch, batch_idx: int) -> Tensor | None:
         loss, stats = self.compute_loss(batch)

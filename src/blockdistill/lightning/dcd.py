@@ -29,7 +29,7 @@ from typing import Any
 
 from torch import Tensor
 
-from blockdistill.config import OptimConfig
+from blockdistill.config import LoraConfig, OptimConfig
 from blockdistill.distill.batch import DistillBatch
 from blockdistill.distill.collectors import OnlineCollector
 from blockdistill.distill.prompts import PromptBatch
@@ -68,14 +68,16 @@ class DCDSystem(StageSystem):
             ``floor((s + 1 - start) * f) > floor((s - start) * f)``).
         on_policy_start: first global step that may be on-policy (let the student learn the
             teacher's contexts first).
+        lora: train LoRA adapters on the student (put on it in place) instead of every weight.
     """
 
     def __init__(self, student: BlockDiffusionLM, optim: OptimConfig, *, collector: OnlineCollector | None = None,
                  target: TargetBuilder | None = None, schedule: Schedule = proportional,
                  divergence: Divergence = forward_kl, lambda_eos: float = 1.0,
                  on_policy: StudentRolloutCollector | None = None, on_policy_fraction: float = 0.0,
-                 on_policy_start: int = 0) -> None:
+                 on_policy_start: int = 0, lora: LoraConfig | None = None) -> None:
         super().__init__(student, optim)
+        self.use_lora(lora)
         if not 0.0 <= on_policy_fraction <= 1.0:
             raise ValueError(f"on_policy_fraction must be in [0, 1], got {on_policy_fraction}")
         if on_policy_fraction > 0 and on_policy is None:
@@ -167,6 +169,7 @@ class DCDSystem(StageSystem):
         return loss, stats
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k.startswith(("collector.", "on_policy."))]:
             del state[key]

@@ -7,7 +7,7 @@ from dataclasses import asdict
 import torch
 from torch import Tensor
 
-from blockdistill.config import NoiseConfig, OptimConfig
+from blockdistill.config import LoraConfig, NoiseConfig, OptimConfig
 from blockdistill.data import Batch
 from blockdistill.layout import TRAINING_LAYOUTS
 from blockdistill.lightning.common import StageSystem
@@ -17,11 +17,13 @@ from blockdistill.models.adapter import BlockDiffusionLM
 
 
 class RADSystem(StageSystem):
-    """Receives a :class:`BlockDiffusionLM`; ``layout="full_dup"`` trains the duplication baseline."""
+    """Receives a :class:`BlockDiffusionLM`; ``layout="full_dup"`` trains the duplication baseline;
+    ``lora`` trains LoRA adapters (put on ``model`` in place) instead of every weight."""
 
     def __init__(self, model: BlockDiffusionLM, optim: OptimConfig, noise: NoiseConfig, layout: str = "rad",
-                 seed: int = 0) -> None:
+                 seed: int = 0, lora: LoraConfig | None = None) -> None:
         super().__init__(model, optim)
+        self.use_lora(lora)
         self.seed = seed
         if layout not in TRAINING_LAYOUTS:
             raise ValueError(f"layout must be one of {tuple(TRAINING_LAYOUTS)}, got {layout!r}")

@@ -135,8 +135,25 @@ class BlockDiffusionLM(nn.Module):
         model = auto.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
         return cls.from_model(model, attn_backend=attn_backend)
 
-    def save_pretrained(self, path: str | os.PathLike, tokenizer: Any = None, **kwargs: Any) -> None:
-        """Atomically save weights (safetensors), config with block rules, and optionally the tokenizer."""
+    def save_pretrained(self, path: str | os.PathLike, tokenizer: Any = None, *, lora: str = "merged",
+                        **kwargs: Any) -> None:
+        """Atomically save weights (safetensors), config with block rules, and optionally the tokenizer.
+
+        A model with LoRA adapters (:mod:`blockdistill.models.lora`) is saved ``lora="merged"``
+        (default): the adapters are folded into the weights first, in place (the model is plain
+        afterwards, what the samplers load); or ``lora="adapter"``: the adapter alone, the model
+        keeps it."""
+        from blockdistill.models import lora as _lora
+
+        if lora not in ("merged", "adapter"):
+            raise ValueError(f"lora must be 'merged' or 'adapter', got {lora!r}")
+        if _lora.is_lora(self):
+            if lora == "adapter":
+                _lora.save_adapter(self, path, tokenizer=tokenizer)
+                return
+            _lora.merge_lora(self)
+        elif lora == "adapter":
+            raise ValueError("lora='adapter': this model carries no LoRA adapters")
         self.model.config.__dict__[CONFIG_KEY] = asdict(self.spec)
         atomic_save_pretrained(self.model, path, tokenizer=tokenizer, **kwargs)
 
@@ -152,15 +169,17 @@ class BlockDiffusionLM(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.mask_embedding().device
+        return next(self.family.input_embeddings(self.model).parameters()).device
 
     @property
     def max_context(self) -> int | None:
         return getattr(self.family.text_config(self.model), "max_position_embeddings", None)
 
     def mask_embedding(self) -> Tensor:
-        """``(D,)`` input embedding of the mask token."""
-        return self.family.input_embeddings(self.model).weight[self.spec.mask_token_id]
+        """``(D,)`` input embedding of the mask token (through the embedding module, so a
+        wrapped embedding, e.g. LoRA's trainable ``[MASK]`` row, is honoured)."""
+        emb = self.family.input_embeddings(self.model)
+        return emb(torch.tensor([self.spec.mask_token_id], device=next(emb.parameters()).device))[0]
 
     def check_length(self, n: int) -> None:
         """Raise when a clean stream of ``n`` tokens does not fit the backbone's context."""

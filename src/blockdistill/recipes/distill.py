@@ -23,6 +23,7 @@ import lightning as L
 from blockdistill.config import (
     ConfigError,
     DistillConfig,
+    LoraConfig,
     OptimConfig,
     TeacherDecodeConfig,
     TrainerConfig,
@@ -31,7 +32,7 @@ from blockdistill.lightning import BlockDataModule
 from blockdistill.lightning.collect import CollectSystem, PromptDataModule, TrajectoryWriter
 from blockdistill.lightning.dcd import DCDSystem
 from blockdistill.models.adapter import BlockDiffusionLM
-from blockdistill.recipes.train import Data, StageResult, fit
+from blockdistill.recipes.train import Data, StageResult, fit, save_trained
 
 __all__ = ["collect", "predict_trainer", "train_dcd", "trajectory_data"]
 
@@ -79,7 +80,7 @@ def trajectory_data(directory: str | os.PathLike, *, pad_token_id: int, batch_si
 
 def train_dcd(teacher: BlockDiffusionLM, data: Data, *, optim: OptimConfig, distill: DistillConfig,
               trainer: TrainerConfig, online: bool, decode: TeacherDecodeConfig | None = None,
-              prepare_student: Callable[[BlockDiffusionLM], Any] | None = None,
+              lora: LoraConfig | None = None, prepare_student: Callable[[BlockDiffusionLM], Any] | None = None,
               out_dir: str | os.PathLike | None = None, tokenizer: Any = None, logger: Any = False) -> StageResult:
     """Stage 3: distill the one-step student from ``teacher``.
 
@@ -92,6 +93,7 @@ def train_dcd(teacher: BlockDiffusionLM, data: Data, *, optim: OptimConfig, dist
         online: decode the prompts of ``data`` with the teacher in the step.
         decode: how the teacher decodes (online collection and on-policy relabelling; required
             for either).
+        lora: train LoRA adapters on the student instead of every weight (saved merged).
         prepare_student: called on the student once its gradients are on, before training (e.g.
             freeze a vision encoder).
         out_dir, tokenizer: where the student is saved (global rank zero), with the tokenizer.
@@ -105,7 +107,8 @@ def train_dcd(teacher: BlockDiffusionLM, data: Data, *, optim: OptimConfig, dist
         raise ValueError("train_dcd: online collection and on-policy steps need decode=TeacherDecodeConfig(...)")
     parts = dict(target=target_builder(distill.target), schedule=schedule_from_name(distill.schedule, distill.power),
                  divergence=divergence_from_name(distill.divergence, distill.jsd_beta), lambda_eos=distill.lambda_eos,
-                 on_policy_fraction=distill.on_policy_fraction, on_policy_start=distill.on_policy_start)
+                 on_policy_fraction=distill.on_policy_fraction, on_policy_start=distill.on_policy_start,
+                 lora=lora)
     relabel = decode.relabel_kwargs() if on_policy else None
     if online:
         collect_kw = {**decode.collector_kwargs(), "filter": decode.trajectory_filter()}
@@ -120,5 +123,5 @@ def train_dcd(teacher: BlockDiffusionLM, data: Data, *, optim: OptimConfig, dist
         system.student.model.gradient_checkpointing_enable()
     res = fit(system, data, trainer, logger=logger)
     if out_dir is not None and res.trainer.is_global_zero:
-        system.student.save_pretrained(out_dir, tokenizer=tokenizer)
+        save_trained(system.student, out_dir, tokenizer=tokenizer, lora=lora)
     return res

@@ -29,12 +29,12 @@ import lightning as L
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from blockdistill.config import NoiseConfig, OptimConfig, TrainerConfig
+from blockdistill.config import LoraConfig, NoiseConfig, OptimConfig, TrainerConfig
 from blockdistill.data import BlockCollator
 from blockdistill.lightning import ARSystem, BlockDataModule, RADSystem, build_trainer, resume_path
 from blockdistill.models.adapter import BlockDiffusionLM, atomic_save_pretrained
 
-__all__ = ["StageResult", "block_data", "fit", "train_ar", "train_rad"]
+__all__ = ["StageResult", "block_data", "fit", "save_trained", "train_ar", "train_rad"]
 
 Data = L.LightningDataModule | DataLoader
 
@@ -74,6 +74,16 @@ def fit(system: L.LightningModule, data: Data, trainer: TrainerConfig, *, logger
     return StageResult(tr, system, time.perf_counter() - t0)
 
 
+def save_trained(model: BlockDiffusionLM, out_dir: str | os.PathLike, *, tokenizer: Any = None,
+                 lora: LoraConfig | None = None) -> None:
+    """Save a trained block model to ``out_dir``: with ``lora``, the adapter alone first to
+    ``lora.adapter_dir`` when set, then the merged model (what the samplers and the next stage
+    load)."""
+    if lora is not None and lora.adapter_dir is not None:
+        model.save_pretrained(lora.adapter_dir, tokenizer=tokenizer, lora="adapter")
+    model.save_pretrained(out_dir, tokenizer=tokenizer)
+
+
 def train_ar(model: nn.Module, data: Data, *, optim: OptimConfig, trainer: TrainerConfig,
              attn_backend: str = "sdpa", out_dir: str | os.PathLike | None = None, tokenizer: Any = None,
              logger: Any = False) -> StageResult:
@@ -88,15 +98,16 @@ def train_ar(model: nn.Module, data: Data, *, optim: OptimConfig, trainer: Train
 
 
 def train_rad(model: BlockDiffusionLM, data: Data, *, optim: OptimConfig, noise: NoiseConfig, trainer: TrainerConfig,
-              layout: str = "rad", out_dir: str | os.PathLike | None = None, tokenizer: Any = None,
-              logger: Any = False) -> StageResult:
+              layout: str = "rad", lora: LoraConfig | None = None, out_dir: str | os.PathLike | None = None,
+              tokenizer: Any = None, logger: Any = False) -> StageResult:
     """Stage 2: RAD adaptation of the block-diffusion model ``model`` (``layout="full_dup"``: the
-    duplication baseline). Noise is drawn from ``trainer.seed``; the model, with its block
-    rules, is saved to ``out_dir`` when given."""
+    duplication baseline; ``lora``: LoRA adapters instead of every weight). Noise is drawn from
+    ``trainer.seed``; the model, with its block rules (merged, with LoRA), is saved to
+    ``out_dir`` when given (:func:`save_trained`)."""
     if trainer.gradient_checkpointing:
         model.model.gradient_checkpointing_enable()
-    system = RADSystem(model.train(), optim, noise, layout, seed=trainer.seed)
+    system = RADSystem(model.train(), optim, noise, layout, seed=trainer.seed, lora=lora)
     res = fit(system, data, trainer, logger=logger)
     if out_dir is not None and res.trainer.is_global_zero:
-        model.save_pretrained(out_dir, tokenizer=tokenizer)
+        save_trained(model, out_dir, tokenizer=tokenizer, lora=lora)
     return res
