@@ -7,6 +7,8 @@
     # another variant, another model directory, another config
     python -m examples.echo_cxr predict --variant ar IMAGE
     python -m examples.echo_cxr predict -c examples/echo_cxr/configs/lingshu7b --model /models/ECHO_block8 IMAGE
+    # a checkpoint saved the ECHO way (auto_map, <|MASK|>): loaded without its remote code
+    python -m examples.echo_cxr predict -c examples/echo_cxr/configs/lingshu7b --model ckpts/ECHO --released IMAGE
 
 Every study becomes one ECHO record (``sample_id``, ``images`` relative to the output file,
 ``ground_truth`` when the input had one) with the generated ``output``, its ``findings`` and
@@ -37,26 +39,39 @@ MODEL_DIRS = {"ar": "ar", "base_L4": "rad_L4", "base_L8": "rad_L8", "echo_L8": "
 """Model key of a variant -> its directory in the run (``<run_dir>/<dir>/model``)."""
 
 
-def variant_recipe(name: str) -> tuple[str, str]:
-    """``(model key, policy)`` of an evaluation variant (policy ``ar``, ``threshold`` or ``one_step``)."""
+def variant_recipe(name: str) -> tuple[str, str, int | None]:
+    """``(model key, policy, block size)`` of an evaluation variant (policy ``ar``, ``threshold`` or
+    ``one_step``; block size None for AR)."""
     from examples.echo_cxr.evaluate import _RECIPES, VARIANTS
 
     if name not in _RECIPES:
         raise ValueError(f"unknown variant {name!r}; expected one of {VARIANTS}")
-    key, policy, _ = _RECIPES[name]
-    return key, policy or "ar"
+    key, policy, size = _RECIPES[name]
+    return key, policy or "ar", size
+
+
+def is_released(path: Path) -> bool:
+    """Whether ``path`` holds a checkpoint saved the way ECHO/SDAR save theirs: a config without
+    blockdistill's block rules that names remote code (``auto_map``) or states ``mask_token_id``."""
+    from blockdistill.models.adapter import CONFIG_KEY
+
+    raw = json.loads((path / "config.json").read_text())
+    return CONFIG_KEY not in raw and ("auto_map" in raw or "mask_token_id" in raw)
 
 
 class Predictor:
     """One model and its processor, decoding studies with one variant's recipe."""
 
     def __init__(self, cfg: EchoConfig, variant: str = "echo_onestep_L8", model_dir: str | Path | None = None,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", released: bool | None = None, block_size: int | None = None) -> None:
+        """``released``: load ``model_dir`` as an ECHO/SDAR-layout checkpoint through
+        :func:`blockdistill.interop.load_released` (None: when :func:`is_released` says so), with
+        ``block_size`` (default: the variant's L) and ``cfg.model.mask_token``."""
         from examples.echo_cxr.evaluate import load_model
         from examples.echo_cxr.workspace import Workspace, build_processor
 
         self.cfg, self.variant = cfg, variant
-        key, self.policy = variant_recipe(variant)
+        key, self.policy, size = variant_recipe(variant)
         ws = Workspace(cfg)
         path = Path(model_dir) if model_dir is not None else ws.model_dir(MODEL_DIRS[key])
         if not (path / "config.json").is_file():
@@ -64,9 +79,20 @@ class Predictor:
                                     f"(python -m examples.echo_cxr all) or pass --model")
         from blockdistill.models.backbones import load_tokenizer
 
-        tok_dir = path if (path / "tokenizer_config.json").is_file() else ws.tokenizer_dir
-        self.tokenizer = load_tokenizer(tok_dir)
-        self.model = load_model(path, self.tokenizer, device).eval()
+        self.released = is_released(path) if released is None else released
+        if self.released:
+            from blockdistill.interop import load_released
+
+            if self.policy == "ar":
+                raise ValueError(f"{path} is a released block-diffusion checkpoint; decode it with a block "
+                                 "variant (e.g. --variant echo_onestep_L8), not ar")
+            model, self.tokenizer = load_released(path, block_size=block_size or size, mask_token=cfg.model.mask_token,
+                                                  dtype=cfg.model.dtype)
+            self.model = model.to(device).eval()
+        else:
+            tok_dir = path if (path / "tokenizer_config.json").is_file() else ws.tokenizer_dir
+            self.tokenizer = load_tokenizer(tok_dir)
+            self.model = load_model(path, self.tokenizer, device).eval()
         vc = getattr(self.model.model.config, "vision_config", None)
         self.processor = build_processor(cfg, self.tokenizer, None if cfg.model.kind == "tiny" else vc)
         self.device = device
@@ -218,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", default="echo_onestep_L8", help="ar, base_multistep_L4/L8, base_onestep_L8, "
                                                                   "echo_onestep_L8 (default)")
     ap.add_argument("--model", help="model directory (default: the variant's model in the run directory)")
+    ap.add_argument("--released", action="store_true", default=None,
+                    help="--model is a checkpoint saved the ECHO/SDAR way (default: detected from its config.json)")
+    ap.add_argument("--block-size", type=int, help="block size of a released checkpoint (default: the variant's L)")
     ap.add_argument("--out", help="output JSONL or JSON (default: <run_dir>/predict/<variant>.jsonl)")
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--language", choices=("en", "zh"), help="report language (default: en, or each record's)")
@@ -232,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_echo_config(a.config or [DEFAULT_CONFIG], overrides=a.overrides, all_stages=True)
         studies = _studies(a)
-        pred = Predictor(cfg, a.variant, a.model, a.device)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+        pred = Predictor(cfg, a.variant, a.model, a.device, a.released, a.block_size)
+    except (ConfigError, ValueError, FileNotFoundError) as e:  # CheckpointError is a ValueError
         print(f"echo_cxr predict: {e}", file=sys.stderr)
         return 2
     out = Path(a.out) if a.out else Path(cfg.run_dir) / "predict" / f"{a.variant}.jsonl"

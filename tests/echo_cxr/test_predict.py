@@ -2,6 +2,7 @@
 every variant, and unreadable studies recorded without stopping the run."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -106,3 +107,66 @@ def test_missing_model_is_a_clear_error(run, tmp_path, capsys):
     assert echo_main(["predict", "-c", str(CONFIGS / "smoke"), "--set", f"run_dir={tmp_path}",
                       str(run / "imgs" / "s0.png")]) == 2
     assert "holds no model" in capsys.readouterr().err
+
+
+def test_released_checkpoint_predicts_without_remote_code(run, capsys):
+    """A checkpoint in ECHO's layout (auto_map to a trap, <|MASK|>, legacy weight names) goes through
+    the interop loader: no shift, block size from the variant, and the same report as decoding the
+    in-memory model it was written from."""
+    from blockdistill import BlockDiffusionLM
+    from blockdistill.models.adapter import BlockSpec
+    from examples.echo_cxr.config import load_echo_config
+    from tests.echo_cxr.tiny_run import write_released_checkpoint
+
+    ckpt = run / "released"
+    model, tok = write_released_checkpoint(ckpt, run / "tok")
+    out = run / "released.jsonl"
+    img = str(run / "imgs" / "s2.png")
+    args = _args(run, "--model", str(ckpt), "--set", "model.mask_token=<|MASK|>", img, "--out", str(out))
+    assert echo_main(args) == 0
+    (rec,) = [json.loads(line) for line in out.read_text().splitlines()]
+    capsys.readouterr()
+    cfg = load_echo_config(CONFIGS / "smoke", all_stages=True,
+                           overrides=[f"run_dir={run / 'run'}", "eval.max_new_tokens=24", "model.mask_token=<|MASK|>"])
+    pred = Predictor(cfg, model_dir=ckpt)
+    assert pred.released and pred.model.spec.block_size == 8 and not pred.model.spec.shift
+    assert pred.model.spec.mask_token_id == tok.convert_tokens_to_ids("<|MASK|>")
+    prompt = pred.prompt([img], "en")
+    spec = BlockSpec(8, tok.convert_tokens_to_ids("<|MASK|>"), tok.eos_token_id, tok.pad_token_id, shift=False)
+    texts = {}
+    for shift in (False, True):
+        ref = Predictor.__new__(Predictor)
+        ref.cfg, ref.policy, ref.device, ref.tokenizer = cfg, "one_step", "cpu", tok
+        ref.model = BlockDiffusionLM(model, replace(spec, shift=shift)).eval()
+        texts[shift] = ref.decode([prompt])[0]["output"]
+    assert rec["output"] == texts[False] and texts[False] != texts[True]  # no shift, as ECHO decodes
+    assert rec["nfe"] >= 2 and rec["tokens"] >= 1
+    # a released block checkpoint is not an AR model
+    assert echo_main(_args(run, "--model", str(ckpt), "--variant", "ar", img)) == 2
+    assert "block variant" in capsys.readouterr().err
+
+
+def test_readme_predict_lines_on_a_demo_layout(run, monkeypatch, capsys):
+    """The README's predict lines (tiny config, the paths ``make demo`` writes) on a run laid out as the
+    demo lays it out (its data stage's synthetic eval studies, models where the stages save them)."""
+    import re
+    import shutil
+    from pathlib import Path
+
+    from examples.echo_cxr.data.dataset import write_synthetic_dataset
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    lines = re.findall(r"^PYTHONPATH=src:\. \.venv/bin/python -m examples\.echo_cxr (predict .*)$", readme, re.M)
+    assert len(lines) == 2
+    demo = run / "cwd" / "runs" / "demo"
+    if not demo.exists():
+        shutil.copytree(run / "run", demo)
+        write_synthetic_dataset(demo / "data" / "eval", 3, seed=1)  # the data stage: seed + 1, syn1_*
+        (run / "cwd" / "examples").symlink_to(CONFIGS.parents[2] / "examples")  # run from a repository root
+    monkeypatch.chdir(run / "cwd")
+    for line in lines:
+        argv = line.split()  # the default config is the tiny demo's (run_dir runs/demo)
+        assert echo_main([*argv, "--set", "eval.max_new_tokens=16"]) == 0
+        summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+        assert summary["errors"] == 0 and summary["reports"] == (1 if "--records" not in argv else 3)
+        assert Path(summary["out"]) == Path("runs/demo/predict/echo_onestep_L8.jsonl")

@@ -35,3 +35,40 @@ def make_tiny_run(run_dir: Path, tok_cache: Path) -> Path:
                     p.add_(torch.randn_like(p) * 0.02)
         bd.save_pretrained(run_dir / name / "model", tokenizer=t)
     return run_dir
+
+
+TRAP = "raise RuntimeError('remote code was executed')\n"
+
+
+def write_released_checkpoint(out: Path, tok_cache: Path, seed: int = 2):
+    """A checkpoint saved the way ECHO saves its own, from the smoke config's tiny Qwen2.5-VL:
+    ``<|MASK|>`` in the tokenizer, weights under transformers 4.5x's names (``model.layers.*``,
+    ``visual.*``), ``auto_map`` naming a ``modeling_echo.py`` that raises on import, no block size.
+    Returns the in-memory model and tokenizer it was written from."""
+    import json
+
+    from safetensors.torch import save_file
+
+    cfg = load_echo_config(CONFIGS / "smoke", all_stages=True)
+    tok = tiny_tokenizer(tok_cache, n_reports=150)
+    tok.add_special_tokens({"additional_special_tokens": ["<|MASK|>"]}, replace_extra_special_tokens=False)
+    model = build_backbone(replace(cfg.model, init_range=0.1), special_token_ids(tok), len(tok), seed=seed).eval()
+    out.mkdir(parents=True, exist_ok=True)
+    legacy = {}
+    for k, v in model.state_dict().items():
+        if k.startswith("model.language_model."):
+            k = "model." + k[len("model.language_model."):]
+        elif k.startswith("model.visual."):
+            k = "visual." + k[len("model.visual."):]
+        legacy[k] = v.contiguous()
+    if getattr(model.config, "tie_word_embeddings", False) or getattr(model.config.get_text_config(),
+                                                                      "tie_word_embeddings", False):
+        legacy.pop("lm_head.weight")  # tied: stored once, as transformers saves it
+    save_file(legacy, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config = model.config.to_dict()
+    config.update(architectures=["EchoForConditionalGeneration"],
+                  auto_map={"AutoModelForImageTextToText": "modeling_echo.EchoForConditionalGeneration"})
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    (out / "modeling_echo.py").write_text(TRAP)
+    tok.save_pretrained(out)
+    return model, tok
