@@ -32,8 +32,6 @@ class BackboneConfig:
     """``tiny`` (random init from the sizes below) or ``pretrained`` (weights from ``pretrained``)."""
     pretrained: str | None = None
     """Local directory (or hub id, where the user has network) of Lingshu-7B or any Qwen2.5-VL checkpoint."""
-    trust_remote_code: bool = False
-    """Never enabled silently. Qwen2.5-VL is native to transformers and needs no remote code."""
     dtype: str = "float32"
     """``float32`` on CPU; ``bfloat16`` for Lingshu-7B on GPUs."""
     mask_token: str = "[MASK]"
@@ -115,8 +113,9 @@ def build_backbone(cfg: BackboneConfig, special_ids=None, vocab_size: int | None
             raise FileNotFoundError(
                 f"model.pretrained={path!r} is not a directory. Download Lingshu-7B (or another Qwen2.5-VL "
                 "checkpoint) yourself and pass its local path; nothing is fetched at run time here.")
-        return AutoModelForImageTextToText.from_pretrained(path, dtype=_DTYPES[cfg.dtype],
-                                                           trust_remote_code=cfg.trust_remote_code)
+        # Never remote code: Qwen2.5-VL is native to transformers; a checkpoint saved the ECHO way
+        # (auto_map) loads through blockdistill.interop.load_released instead.
+        return AutoModelForImageTextToText.from_pretrained(path, dtype=_DTYPES[cfg.dtype], trust_remote_code=False)
     if special_ids is None or vocab_size is None:
         raise ValueError("a tiny backbone needs the tokenizer's special ids and vocabulary size")
     torch.manual_seed(seed)

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from blockdistill.config import ConfigError
+from blockdistill.evaluation.report import atomic_write_text
 from blockdistill.models.families import VisionInputs
 from blockdistill.sampling.generate import generate
 from examples.echo_cxr.config import EchoConfig, load_echo_config
@@ -230,7 +231,7 @@ def run_predict(pred: Predictor, studies: list[dict[str, Any]], out_path: Path, 
     summary = {"variant": pred.variant, "model": str(pred.model_dir), "studies": len(rows), "reports": len(good),
                "errors": len(rows) - len(good), "tokens": tokens, "wall_s": wall,
                "tokens_per_s": tokens / max(wall, 1e-12), "out": str(out_path)}
-    (out_path.parent / (out_path.stem + ".summary.json")).write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out_path.parent / (out_path.stem + ".summary.json"), json.dumps(summary, indent=2) + "\n")
     return summary
 
 

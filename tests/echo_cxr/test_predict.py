@@ -71,6 +71,7 @@ def test_many_studies_batched_errors_recorded_and_counted(run, capsys):
         outs[bs] = json.loads(out.read_text())
         summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
         assert (summary["studies"], summary["reports"], summary["errors"]) == (6, 3, 3)
+        assert json.loads((run / f"many_bs{bs}.summary.json").read_text()) == summary
     rows = outs[3]
     assert [r["sample_id"] for r in rows] == ["a", "bad", "b", "gone", "none", "c"]  # input order kept
     errors = {r["sample_id"]: r["error"] for r in rows if "error" in r}
@@ -168,5 +169,10 @@ def test_readme_predict_lines_on_a_demo_layout(run, monkeypatch, capsys):
         argv = line.split()  # the default config is the tiny demo's (run_dir runs/demo)
         assert echo_main([*argv, "--set", "eval.max_new_tokens=16"]) == 0
         summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
-        assert summary["errors"] == 0 and summary["reports"] == (1 if "--records" not in argv else 3)
+        # the data stage writes one record per study and language (en + zh share the image): 3 x 2
+        assert summary["errors"] == 0 and summary["reports"] == (1 if "--records" not in argv else 6)
         assert Path(summary["out"]) == Path("runs/demo/predict/echo_onestep_L8.jsonl")
+        rows = [json.loads(x) for x in Path(summary["out"]).read_text().splitlines()]
+        if "--records" in argv:
+            assert sorted(r["language"] for r in rows) == ["en"] * 3 + ["zh"] * 3
+            assert all(r["images"] == [f"../data/eval/images/{r['sample_id'].split('#')[0]}.png"] for r in rows)
