@@ -22,38 +22,43 @@ from typing import Any
 from examples.echo_cxr.config import STAGES, EchoConfig
 from examples.echo_cxr.workspace import Workspace
 
-DEPENDS: dict[str, tuple[str, ...]] = {
-    "data": ("data", "model.kind", "model.pretrained"),
-    "curate": (),
-    "ar": ("data", "model", "ar"),
-    "rad": ("data", "model", "ar", "rad"),
-    "collect": ("data", "model", "ar", "rad", "collect"),
-    "dcd": ("data", "model", "ar", "rad", "collect", "dcd"),
-    "eval": ("data", "model", "ar", "rad", "collect", "dcd", "eval"),
-    "report": ("data", "model", "ar", "rad", "collect", "dcd", "eval"),
-}
+
+def chained_depends(data: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """Fingerprint sections of the stage chain both examples share: ``data`` hashes ``data``, and
+    each later stage the data, the model and the sections of every stage up to itself."""
+    out, chain = {"data": data}, ("data", "model")
+    for stage in ("ar", "rad", "collect", "dcd", "eval"):
+        chain = (*chain, stage)
+        out[stage] = chain
+    out["report"] = chain
+    return out
+
+
+DEPENDS: dict[str, tuple[str, ...]] = {"curate": (), **chained_depends(("data", "model.kind", "model.pretrained"))}
 """Config sections each stage's output depends on (its fingerprint)."""
 
 
 def stage_outputs(cfg: EchoConfig, ws: Workspace, stage: str) -> list[Path]:
     """What a stage writes; cleared before it reruns from scratch (changed config or --force)."""
-    sizes = cfg.rad.block_sizes
-    return {
-        "data": [ws.data_dir, ws.tokenizer_dir],
-        "curate": [ws.root / "curate-iu"],
-        "ar": [ws.root / "ar"],
-        "rad": [ws.root / f"rad_L{s}" for s in sizes],
-        "collect": [ws.traj_dir(cfg.collect.block_size)],
-        "dcd": [ws.root / f"dcd_L{cfg.collect.block_size}"],
-        "eval": [ws.root / "eval", ws.root / "results.json"],
-        "report": [ws.root / "report.md", ws.root / "plots"],
-    }[stage]
+    if stage == "data":
+        return [ws.data_dir, ws.tokenizer_dir]
+    if stage == "curate":
+        return [ws.root / "curate-iu"]
+    return ws.stage_outputs(stage)
 
 
-def _get(cfg: Any, dotted: str) -> Any:
+def config_value(cfg: Any, dotted: str) -> Any:
+    """``cfg.a.b`` for ``"a.b"``, dataclasses as plain dicts (what a fingerprint hashes)."""
     for part in dotted.split("."):
         cfg = getattr(cfg, part)
     return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+
+
+def config_fingerprint(cfg: Any, sections: Sequence[str], **extra: Any) -> str:
+    """16 hex digits of SHA-256 over the config ``sections`` (dotted names) and ``extra``."""
+    payload = {k: config_value(cfg, k) for k in sections}
+    payload.update(extra)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def fingerprint(cfg: EchoConfig, stage: str) -> str:
@@ -62,11 +67,10 @@ def fingerprint(cfg: EchoConfig, stage: str) -> str:
     token id, so every stage from ``data`` on reruns)."""
     from examples.echo_cxr.data.tokenizer import TINY_TOKENIZER_VERSION
 
-    payload = {k: _get(cfg, k) for k in DEPENDS[stage]}
-    payload["seed"] = cfg.seed
+    extra: dict[str, Any] = {"seed": cfg.seed}
     if "data" in DEPENDS[stage] and cfg.data.tokenizer is None and cfg.model.kind != "pretrained":
-        payload["tiny_tokenizer"] = TINY_TOKENIZER_VERSION
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        extra["tiny_tokenizer"] = TINY_TOKENIZER_VERSION
+    return config_fingerprint(cfg, DEPENDS[stage], **extra)
 
 
 class Manifest:
@@ -114,6 +118,38 @@ def stage_functions() -> dict[str, Callable[[EchoConfig, Workspace], dict[str, A
     }
 
 
+def run_stages(stages: Sequence[str], *, manifest: Manifest, fingerprint: Callable[[str], str],
+               outputs: Callable[[str], list[Path]], call: Callable[[str], dict[str, Any]], tag: str,
+               force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run ``stages`` (in the order given) idempotently, as both examples do.
+
+    A stage whose ``fingerprint(stage)`` is recorded as done is skipped; an interrupted one with
+    the same fingerprint resumes (its checkpoints and shards are kept); otherwise, or with
+    ``force``, its ``outputs(stage)`` are deleted first, so stale outputs of other settings are
+    never resumed. ``call(stage)`` runs it and returns the summary the manifest records.
+    """
+    for stage in stages:
+        fp = fingerprint(stage)
+        if not force and manifest.done(stage, fp):
+            log(f"[{tag}] {stage}: done earlier, skipped (use --force to rerun)")
+            continue
+        resuming = manifest.resumable(stage, fp) and not force
+        if not resuming:
+            for path in outputs(stage):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+        log(f"[{tag}] {stage}: {'resuming' if resuming else 'running'}")
+        manifest.start(stage, fp)
+        t0 = time.perf_counter()
+        summary = call(stage)
+        wall = time.perf_counter() - t0
+        manifest.record(stage, fp, wall, summary)
+        log(f"[{tag}] {stage}: finished in {wall:.1f}s")
+    return manifest.data
+
+
 def run(cfg: EchoConfig, stages: Sequence[str] = STAGES, force: bool = False,
         log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run ``stages`` in pipeline order; returns the manifest."""
@@ -123,29 +159,8 @@ def run(cfg: EchoConfig, stages: Sequence[str] = STAGES, force: bool = False,
         torch.set_num_threads(cfg.threads)
     ws = Workspace(cfg)
     ws.root.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(ws.root / "manifest.json")
     fns = stage_functions()
-    order = [s for s in STAGES if s in stages]
-    for stage in order:
-        if stage == "curate" and not cfg.curate_iu:
-            continue
-        fp = fingerprint(cfg, stage)
-        if not force and manifest.done(stage, fp):
-            log(f"[echo] {stage}: done earlier, skipped (use --force to rerun)")
-            continue
-        if not manifest.resumable(stage, fp) or force:
-            # Start clean, unless an interrupted run with the same settings left checkpoints to
-            # resume from: stale outputs of other settings must never be resumed.
-            for path in stage_outputs(cfg, ws, stage):
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
-        log(f"[echo] {stage}: {'resuming' if manifest.resumable(stage, fp) and not force else 'running'}")
-        manifest.start(stage, fp)
-        t0 = time.perf_counter()
-        summary = fns[stage](cfg, ws)
-        wall = time.perf_counter() - t0
-        manifest.record(stage, fp, wall, summary)
-        log(f"[echo] {stage}: finished in {wall:.1f}s")
-    return manifest.data
+    order = [s for s in STAGES if s in stages and (s != "curate" or cfg.curate_iu)]
+    return run_stages(order, manifest=Manifest(ws.root / "manifest.json"), fingerprint=lambda s: fingerprint(cfg, s),
+                      outputs=lambda s: stage_outputs(cfg, ws, s), call=lambda s: fns[s](cfg, ws), tag="echo",
+                      force=force, log=log)

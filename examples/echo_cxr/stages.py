@@ -7,7 +7,6 @@ data side; none re-implements them. Training resumes from ``<stage>/train/checkp
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from typing import Any
 
@@ -96,7 +95,7 @@ def stage_rad(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for size in cfg.rad.block_sizes:
         name = f"rad_L{size}"
-        if (ws.model_dir(name) / "config.json").is_file() and (ws.root / name / "DONE").is_file():
+        if ws.finished(name):
             out[name] = "kept"
             continue
         L.seed_everything(cfg.seed)
@@ -111,6 +110,6 @@ def stage_rad(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
         res = train_rad(bd, dm, optim=cfg.rad.optim, noise=cfg.rad.noise, trainer=tcfg, layout=cfg.rad.layout,
                         lora=cfg.rad.lora, out_dir=ws.model_dir(name), tokenizer=tok, logger=csv_logger(tcfg))
         if res.trainer.is_global_zero:
-            (ws.root / name / "DONE").write_text(json.dumps({"wall_s": res.wall_s}))
+            ws.mark_finished(name, {"wall_s": res.wall_s})
         out[name] = {"wall_s": res.wall_s, "steps": tcfg.max_steps}
     return out

@@ -14,6 +14,7 @@ Layout under ``run_dir``::
 from __future__ import annotations
 
 import functools
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,31 @@ class RunPaths:
 
     def traj_dir(self, block_size: int) -> Path:
         return self.root / f"traj_L{block_size}"
+
+    def finished(self, name: str) -> bool:
+        """Whether the sub-stage ``name`` (``rad_L4``, one block size of a stage) saved its model
+        and was marked done: a rerun of its stage keeps it."""
+        return (self.model_dir(name) / "config.json").is_file() and (self.root / name / "DONE").is_file()
+
+    def mark_finished(self, name: str, summary: dict[str, Any]) -> None:
+        """Mark ``name`` done (atomically) once its model is saved."""
+        from examples.echo_cxr.data.curation.base import atomic_open
+
+        with atomic_open(self.root / name / "DONE") as f:
+            json.dump(summary, f)
+
+    def stage_outputs(self, stage: str) -> list[Path]:
+        """What a stage of the shared chain (``ar`` .. ``report``) writes, from the run's block
+        sizes; the pipeline deletes these before a stage reruns from scratch."""
+        c = self.cfg
+        return {
+            "ar": [self.root / "ar"],
+            "rad": [self.root / f"rad_L{s}" for s in c.rad.block_sizes],
+            "collect": [self.traj_dir(c.collect.block_size)],
+            "dcd": [self.root / f"dcd_L{c.collect.block_size}"],
+            "eval": [self.root / "eval", self.root / "results.json"],
+            "report": [self.root / "report.md", self.root / "plots"],
+        }[stage]
 
 
 class Workspace(RunPaths):

@@ -9,7 +9,6 @@ Training resumes from ``<stage>/train/checkpoints/last.ckpt``; collection resume
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -124,7 +123,7 @@ def stage_rad(cfg: TextConfig, ws: Workspace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for size in cfg.rad.block_sizes:
         name = f"rad_L{size}"
-        if (ws.model_dir(name) / "config.json").is_file() and (ws.root / name / "DONE").is_file():
+        if ws.finished(name):
             out[name] = "kept"
             continue
         L.seed_everything(cfg.seed)
@@ -138,7 +137,7 @@ def stage_rad(cfg: TextConfig, ws: Workspace) -> dict[str, Any]:
         tcfg = _trainer_cfg(cfg, replace(cfg.rad.trainer, max_steps=cfg.rad.steps_for(size)), ws, name)
         res = train_rad(bd, loader, optim=cfg.rad.optim, noise=cfg.rad.noise, trainer=tcfg, layout=cfg.rad.layout,
                         out_dir=ws.model_dir(name), tokenizer=tok, logger=_csv_logger(tcfg))
-        (ws.root / name / "DONE").write_text(json.dumps({"wall_s": res.wall_s}))
+        ws.mark_finished(name, {"wall_s": res.wall_s})
         out[name] = {"wall_s": res.wall_s, "steps": res.steps, "precision": tcfg.precision, **levers}
     return out
 

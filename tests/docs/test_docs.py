@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-import pytest
 import torch
 
 from tests.docs.helpers import ROOT, explain, run_python

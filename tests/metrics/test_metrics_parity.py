@@ -11,13 +11,13 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from blockdistill.metrics import BLEU, ROUGEL, CIDErD, tokenize
-
 # The reference is in the `echo` extra that `make test` installs: a missing package fails here
 # loudly instead of skipping the parity checks.
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
+
+from blockdistill.metrics import BLEU, ROUGEL, CIDErD, tokenize
 
 TOL = 1e-9  # measured deviations are ~1e-16 (float summation order); see docs/metrics.md
 

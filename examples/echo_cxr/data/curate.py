@@ -19,8 +19,6 @@ import argparse
 import json
 from pathlib import Path
 
-from examples.echo_cxr.data.curation.base import atomic_open
-
 # --8<-- [start:pipeline]
 from examples.echo_cxr.data.curation import (
     BilingualAugment,
@@ -34,6 +32,7 @@ from examples.echo_cxr.data.curation import (
     SplitAssigner,
     write_splits,
 )
+from examples.echo_cxr.data.curation.base import atomic_open
 from examples.echo_cxr.data.llm_client import ChatClient
 from examples.echo_cxr.data.readers import CheXpertPlusReader, MimicCXRReader, ReXGradientReader
 

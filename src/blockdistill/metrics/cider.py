@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
 
-from blockdistill.metrics.string_state import decode_records, encode_record
-from blockdistill.metrics.text import LANGS, as_reference_lists, ngram_counts, tokenize
+from blockdistill.metrics.string_state import TokenizedPairs
+from blockdistill.metrics.text import LANGS, ngram_counts
 
 NGram = tuple[str, ...]
 
 
-class CIDErD(Metric):
+class CIDErD(TokenizedPairs):
     """CIDEr-D: tf-idf n-gram cosine similarity with clipping and a length penalty.
 
     What is computed (identical to pycocoevalcap's ``Cider``, which *is* CIDEr-D):
@@ -54,8 +51,6 @@ class CIDErD(Metric):
     higher_is_better = True
     full_state_update = False
 
-    records: list[Tensor]
-
     def __init__(self, n: int = 4, sigma: float = 6.0, lang: str = "en", **kwargs) -> None:
         """
         Args:
@@ -72,37 +67,11 @@ class CIDErD(Metric):
         if lang not in LANGS:
             raise ValueError(f"lang={lang!r} is not supported; expected one of {LANGS}")
         self.n, self.sigma, self.lang = n, float(sigma), lang
-        # One record per sample: "hyp tokens\tref1 tokens\nref2 tokens" (tokens hold no
-        # whitespace, so tab and newline are safe separators).
-        self.add_state("records", [], dist_reduce_fx="cat")
-
-    def update(self, preds: Sequence[str], target: Sequence[str] | Sequence[Sequence[str]]) -> None:
-        """Add N predictions, each with one reference (str) or several (list of str)."""
-        for pred, refs in zip(preds, as_reference_lists(preds, target)):
-            hyp = " ".join(tokenize(pred, self.lang))
-            ref = "\n".join(" ".join(tokenize(r, self.lang)) for r in refs)
-            self.records.append(encode_record(f"{hyp}\t{ref}").to(self.device))
-
-    def _sync_dist(self, *args: Any, **kwargs: Any) -> None:
-        # torchmetrics stands in an empty *float* tensor for the list state of a process that
-        # saw no data; gathering it against uint8 bytes from the other processes breaks the
-        # collective (gloo aborts on the size mismatch). An empty uint8 tensor keeps dtypes
-        # equal. sync() has already cached the real state and restores it afterwards.
-        if isinstance(self.records, list) and not self.records:
-            self.records = [torch.zeros(0, dtype=torch.uint8, device=self.device)]
-        super()._sync_dist(*args, **kwargs)
 
     def compute(self) -> Tensor:
         """Corpus CIDEr-D, a float64 scalar in [0, 10]; 0 for an empty corpus."""
-        samples = []
-        for record in decode_records(self.records):
-            hyp, refs = record.split("\t")
-            samples.append(
-                (
-                    ngram_counts(hyp.split(), self.n),
-                    [ngram_counts(r.split(), self.n) for r in refs.split("\n")],
-                )
-            )
+        samples = [(ngram_counts(hyp.split(), self.n), [ngram_counts(r.split(), self.n) for r in refs])
+                   for hyp, refs in self.pairs()]
         if not samples:
             return torch.tensor(0.0, dtype=torch.float64)
         return torch.tensor(self._corpus_score(samples), dtype=torch.float64)

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
 
-from blockdistill.metrics.string_state import decode_records, encode_record
-from blockdistill.metrics.text import as_reference_lists, tokenize
+from blockdistill.metrics.string_state import TokenizedPairs
 
 
 def meteor_jar() -> Path:
@@ -45,7 +42,7 @@ def meteor_jar() -> Path:
     return folder / "meteor-1.5.jar"
 
 
-class METEOR(Metric):
+class METEOR(TokenizedPairs):
     """Corpus METEOR 1.5 (English, ``-norm``), computed by coco-caption's jar at ``compute``.
 
     Reports are tokenized with :func:`blockdistill.metrics.text.tokenize` (as for the n-gram
@@ -69,39 +66,21 @@ class METEOR(Metric):
     higher_is_better = True
     full_state_update = False
 
-    records: list[Tensor]
-
     def __init__(self, **kwargs: Any) -> None:
         """
         Args:
             **kwargs: passed to :class:`torchmetrics.Metric`.
         """
+        meteor_jar()  # fail before any data is seen
         super().__init__(**kwargs)
-        meteor_jar()
-        # Same record layout as CIDErD: "hyp tokens\tref1 tokens\nref2 tokens".
-        self.add_state("records", [], dist_reduce_fx="cat")
-
-    def update(self, preds: Sequence[str], target: Sequence[str] | Sequence[Sequence[str]]) -> None:
-        """Add N predictions, each with one reference (str) or several (list of str)."""
-        for pred, refs in zip(preds, as_reference_lists(preds, target)):
-            hyp = " ".join(tokenize(pred))
-            ref = "\n".join(" ".join(tokenize(r)) for r in refs)
-            self.records.append(encode_record(f"{hyp}\t{ref}").to(self.device))
-
-    def _sync_dist(self, *args: Any, **kwargs: Any) -> None:
-        # See CIDErD._sync_dist: keep the dtype of an empty list state uint8.
-        if isinstance(self.records, list) and not self.records:
-            self.records = [torch.zeros(0, dtype=torch.uint8, device=self.device)]
-        super()._sync_dist(*args, **kwargs)
 
     def compute(self) -> Tensor:
         """Corpus METEOR, a float64 scalar in [0, 1]; 0 for an empty corpus."""
         from pycocoevalcap.meteor.meteor import Meteor
 
         res, gts = {}, {}
-        for i, record in enumerate(decode_records(self.records)):
-            hyp, refs = record.split("\t")
-            res[i], gts[i] = [hyp], refs.split("\n")
+        for i, (hyp, refs) in enumerate(self.pairs()):
+            res[i], gts[i] = [hyp], refs
         if not res:
             return torch.tensor(0.0, dtype=torch.float64)
         scorer = Meteor()  # starts the JVM; its __del__ stops it when this frame returns
