@@ -22,11 +22,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from blockdistill.evaluation.report import atomic_write_text
 from examples.echo_cxr.data.records import CXRRecord, Rejected, RejectSink
 
 __all__ = ["echo_dict", "guess_language", "is_echo_file", "parse_echo_entry", "read_echo_records",
@@ -162,12 +162,4 @@ def write_echo_records(path: str | os.PathLike, items: Iterable[CXRRecord | Mapp
         text = json.dumps(rows, ensure_ascii=False, indent=2) + "\n"
     else:
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, text)
