@@ -173,8 +173,16 @@ def test_one_step_view_shows_the_block_still_masked():
 def test_bad_inputs_are_named():
     bd = text_bd()
     ids, _ = random_prompts([6], seed=8)
-    with pytest.raises(NotImplementedError, match="sampling"):
-        generate(bd, ids, temperature=0.7)
+    with pytest.raises(ValueError, match="set temperature > 0"):
+        generate(bd, ids, top_k=5)
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        generate(bd, ids, temperature=-1.0)
+    with pytest.raises(ValueError, match="2 generators for a batch of 1"):
+        generate(bd, ids, temperature=0.7, generator=[torch.Generator(), torch.Generator()])
+    with pytest.raises(ValueError, match="not both"):
+        generate(bd, ids, temperature=0.7, generator=torch.Generator(), seed=1)
+    with pytest.raises(ValueError, match="top_p must be in"):
+        generate(bd, ids, temperature=0.7, top_p=0.0)
     with pytest.raises(ValueError, match=r"rows \[0\] are not one non-empty run"):
         right_align(ids, torch.tensor([[1, 0, 1, 1, 1, 1]]), 0)
     with pytest.raises(ValueError, match="one EOS id"):

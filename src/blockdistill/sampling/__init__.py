@@ -36,10 +36,12 @@ from blockdistill.sampling.policies import (
     UnmaskPolicy,
     policy_from_name,
 )
+from blockdistill.sampling.proposal import GREEDY, Greedy, Proposal, Sampled
 from blockdistill.sampling.trace import BlockTrace, TraceSpec
 
 __all__ = [
     "CACHE_MODES",
+    "GREEDY",
     "POLICIES",
     "BlockCache",
     "BlockTrace",
@@ -50,6 +52,7 @@ __all__ = [
     "Denoiser",
     "FixedCount",
     "FusedCache",
+    "Greedy",
     "GenerateOutput",
     "GenerationOutput",
     "GenerationStats",
@@ -57,6 +60,8 @@ __all__ = [
     "HFState",
     "NoCache",
     "OneStep",
+    "Proposal",
+    "Sampled",
     "TraceSpec",
     "UnmaskPolicy",
     "ar_generate",

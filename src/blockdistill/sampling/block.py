@@ -38,7 +38,8 @@ from blockdistill.sampling.cache import CACHE_MODES, CacheStrategy, CleanSlots, 
 from blockdistill.sampling.common import check_prompts, device_sync, finish_sequence
 from blockdistill.sampling.denoiser import Denoiser
 from blockdistill.sampling.output import GenerationOutput, GenerationStats
-from blockdistill.sampling.policies import ConfidenceThreshold, UnmaskPolicy, proposals
+from blockdistill.sampling.policies import ConfidenceThreshold, UnmaskPolicy
+from blockdistill.sampling.proposal import GREEDY, Proposal
 from blockdistill.sampling.trace import TraceRecorder, TraceSpec
 
 __all__ = ["CACHE_MODES", "DecodeRun", "block_generate", "check_prompts"]
@@ -77,6 +78,7 @@ def block_generate(
     max_new_tokens: int = 128,
     stop_at_eos: bool = True,
     record: TraceSpec | None = None,
+    proposal: Proposal | None = None,
 ) -> GenerationOutput:
     """Decode block by block.
 
@@ -92,6 +94,9 @@ def block_generate(
         stop_at_eos: end a row after the block holding its first generated EOS, and cut its
             output after that EOS. False forces ``max_new_tokens`` tokens (benchmarks).
         record: record DCD trajectories (:class:`TraceSpec`); None records nothing.
+        proposal: what a step proposes at each slot (:mod:`blockdistill.sampling.proposal`):
+            :data:`~blockdistill.sampling.proposal.GREEDY` (default) or a
+            :class:`~blockdistill.sampling.proposal.Sampled` rule.
     Returns:
         :class:`GenerationOutput` with one long ``(n_b,)`` tensor per row (EOS included when
         produced), statistics, and traces when ``record`` is set.
@@ -99,7 +104,7 @@ def block_generate(
     strategy = cache_strategy(cache)
     check_prompts(prompt_ids, prompt_lens, max_new_tokens, denoiser.spec.block_size, denoiser.max_context)
     run = DecodeRun(denoiser, policy if policy is not None else ConfidenceThreshold(), strategy,
-                    max_new_tokens, stop_at_eos, record)
+                    max_new_tokens, stop_at_eos, record, proposal or GREEDY)
     return run(prompt_ids, prompt_lens.to(prompt_ids.device), vision)
 
 
@@ -119,8 +124,8 @@ class DecodeRun:
     """
 
     def __init__(self, denoiser: Denoiser, policy: UnmaskPolicy, strategy: CacheStrategy, max_new_tokens: int,
-                 stop_at_eos: bool, record: TraceSpec | None) -> None:
-        self.den, self.policy, self.strategy = denoiser, policy, strategy
+                 stop_at_eos: bool, record: TraceSpec | None, proposal: Proposal = GREEDY) -> None:
+        self.den, self.policy, self.strategy, self.proposal = denoiser, policy, strategy, proposal
         self.max_new, self.stop_at_eos, self.record = max_new_tokens, stop_at_eos, record
         self.spec = spec = denoiser.spec
         self.L, self.mask_id, self.shift = spec.block_size, spec.mask_token_id, spec.shift
@@ -199,7 +204,7 @@ class DecodeRun:
                 cand = masked.gather(1, jpos)
             clean = self.strategy.clean_slots(self, k, step)
             logits = self._logits(k, x, jpos, clean, whole=kmax == L)
-            tok, conf = proposals(logits, self.mask_id, self.policy.needs_confidence)
+            tok, conf = self.proposal(logits, self.mask_id, self.policy.needs_confidence, cand, self.rows.origin)
             commit = self.policy(conf, cand, step) & cand
             if self.recorder is not None:
                 self.recorder.observe(logits, jpos, cand, commit, step)

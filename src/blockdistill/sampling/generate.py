@@ -18,9 +18,13 @@ called last, so ``TextStreamer`` and ``TextIteratorStreamer`` work unchanged (on
 transformers' own streamers require). ``on_step`` sees every row at every forward, with the
 block being decoded and its still-masked positions (:class:`~blockdistill.sampling.observe.StepView`).
 
-Decoding is greedy (``temperature`` 0 or None). Sampling (``temperature`` > 0, ``top_k``,
-``top_p``, a ``generator``) needs the block sampler's proposal step to draw tokens, which it
-does not do yet; asking for it is a ``NotImplementedError`` rather than a second code path.
+Decoding is greedy with ``temperature`` None or 0 (exactly: the same proposal rule as every
+sampler). ``temperature`` > 0 samples each proposed token (``top_k``, ``top_p``), through the block
+sampler's proposal step (:class:`~blockdistill.sampling.proposal.Sampled`), so every policy and
+cache mode samples the same way; the confidence a threshold policy reads is the drawn token's
+probability. Randomness: ``generator`` = one ``torch.Generator`` per row (a batch then decodes
+exactly what each row decodes alone with its generator), or one shared by the rows; ``seed`` = one
+shared generator seeded with it; neither = torch's global generator.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from blockdistill.sampling.hf import HFDenoiser
 from blockdistill.sampling.observe import ObservedDenoiser, StepView
 from blockdistill.sampling.output import GenerationStats, pad_sequences
 from blockdistill.sampling.policies import OneStep, UnmaskPolicy, policy_from_name
+from blockdistill.sampling.proposal import GREEDY, Proposal, Sampled
 
 __all__ = ["GenerateOutput", "generate", "right_align"]
 
@@ -92,6 +97,29 @@ def _policy(policy: str | UnmaskPolicy | None, tau: float | None) -> tuple[Unmas
     return policy, False
 
 
+def _proposal(temperature: float | None, top_k: int | None, top_p: float | None,
+              generator: torch.Generator | Sequence[torch.Generator] | None, seed: int | None, batch: int,
+              device: torch.device) -> Proposal:
+    """The proposal rule of the sampling options (see the module docstring)."""
+    if temperature is None:
+        if top_k is not None or top_p not in (None, 1.0):
+            raise ValueError("top_k / top_p shape a sampled draw: set temperature > 0 (or 0 for greedy)")
+        return GREEDY
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if generator is not None and seed is not None:
+        raise ValueError("pass a generator or a seed, not both")
+    if not isinstance(generator, (torch.Generator, type(None))):
+        generator = list(generator)
+        if len(generator) != batch:
+            raise ValueError(f"{len(generator)} generators for a batch of {batch}: pass one per row (or one)")
+    if temperature == 0:
+        return GREEDY  # exactly greedy; top_k / top_p / generator / seed have nothing to shape
+    if seed is not None:
+        generator = torch.Generator(device=device).manual_seed(int(seed))
+    return Sampled(float(temperature), top_k, top_p, generator)
+
+
 @torch.no_grad()
 def generate(
     model: Any,
@@ -128,16 +156,13 @@ def generate(
         policy: ``"threshold"`` (default, with ``tau``), ``"fixed"``, ``"one_step"``, ``"ar"`` (one token
             per forward on the shifted head, for an AR checkpoint) or an :class:`UnmaskPolicy`.
         cache: one of :data:`~blockdistill.sampling.block.CACHE_MODES`.
-        temperature, top_k, top_p, generator, seed: sampling; only greedy (temperature 0 / None) is supported.
+        temperature: None or 0: greedy; > 0: sample at that temperature, cut by ``top_k`` / ``top_p``.
+        generator: one ``torch.Generator`` per row (batch = rows alone), or one shared; seed: a shared
+            generator seeded with it.
         streamer: an object with ``put(tensor)`` and ``end()`` (transformers' streamers); batch size 1.
         on_step: called with a :class:`StepView` per active row at every forward.
         stop_at_eos: False forces ``max_new_tokens`` tokens (benchmarks).
     """
-    if temperature not in (None, 0, 0.0) or top_k is not None or top_p not in (None, 1.0) or generator is not None \
-            or seed is not None:
-        raise NotImplementedError(
-            "sampling (temperature > 0, top_k, top_p, generator, seed) is not in the block sampler's proposal step "
-            "yet; decode greedily (temperature=0)")
     if cache not in CACHE_MODES:
         raise ValueError(f"cache must be one of {tuple(CACHE_MODES)}, got {cache!r}")
     spec = model.spec
@@ -148,6 +173,7 @@ def generate(
         spec = replace(spec, eos_token_id=int(ids[0]))
     pad = spec.pad_token_id if pad_token_id is None else int(pad_token_id)
     unmask, ar = _policy(policy, tau)
+    proposal = _proposal(temperature, top_k, top_p, generator, seed, input_ids.shape[0], input_ids.device)
     if ar:
         spec = replace(spec, block_size=1, shift=True)
     if streamer is not None and input_ids.shape[0] != 1:
@@ -170,7 +196,7 @@ def generate(
                            eos_token_id=spec.eos_token_id if stop_at_eos else None,
                            on_tokens=on_tokens, on_step=on_step, spec=spec)
     out = block_generate(den, ids, lens, vision, policy=unmask, cache=cache, max_new_tokens=max_new_tokens,
-                         stop_at_eos=stop_at_eos)
+                         stop_at_eos=stop_at_eos, proposal=proposal)
     den.finish(out.sequences)
     if streamer is not None:
         streamer.end()
