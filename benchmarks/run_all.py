@@ -3,11 +3,13 @@
     python benchmarks/run_all.py [--quick] [--out-dir benchmarks/results] [--only decode,attention_backends]
 
 Runs each ``benchmarks/*.py`` that is a benchmark (everything but ``_common.py``, this file and
-``summarize.py``; ``decode``, ``train_rad_vs_dup`` and ``attention_backends`` first), and the
+``summarize.py``; ``decode``, ``train_rad_vs_dup`` and ``attention_backends`` first, then the others
+such as ``lora``), and the
 :data:`VARIANTS` (``decode_shift``: ``decode.py --shift --batches 1``), each as its own
 process with ``--out <tmp>.json`` (and ``--quick``), ``OMP_WAIT_POLICY=PASSIVE`` and ``src`` on
 ``PYTHONPATH``. Peak memory is in ``train_rad_vs_dup`` (one training step per layout) and
-``attention_backends`` (one attention op per backend) rows. Then writes, in ``--out-dir``:
+``attention_backends`` (one attention op per backend) rows, and in ``lora`` (one RAD step with
+AdamW: full fine-tuning, LoRA, LoRA without the trainable ``[MASK]`` row). Then writes, in ``--out-dir``:
 
 - ``<date>-<machine>[-quick].json``: ``{"created", "quick", "machine", "scripts": {name: its JSON},
   "failures": {name: {"returncode", "tail"}}}``;

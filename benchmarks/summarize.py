@@ -37,6 +37,7 @@ COLUMNS: dict[str, list[str]] = {
     "attention_backends": ["slots", "backend", "mode", "density", "attn_s", "vs_sdpa", "mask_build_s", "compile_s",
                            "mask_bytes", "peak_mem_bytes", "max_abs_diff_vs_sdpa", "agrees"],
 }
+COLUMNS["lora"] = ["mode", "P", "R", "L", "rank", "trainable_params", "trainable_fraction", "wall_s", "peak_mem_bytes"]
 COLUMNS["decode_shift"] = COLUMNS["decode"]
 TITLES = {
     "decode": "Decoding speed: AR, multi-step, one-step unfused and fused (`benchmarks/decode.py`)",
@@ -44,6 +45,7 @@ TITLES = {
                     "(`benchmarks/decode.py --shift`)",
     "train_rad_vs_dup": "RAD against full duplication, one training step (`benchmarks/train_rad_vs_dup.py`)",
     "attention_backends": "Attention backends on the RAD mask (`benchmarks/attention_backends.py`)",
+    "lora": "LoRA against full fine-tuning, one RAD step with AdamW (`benchmarks/lora.py`)",
 }
 
 
@@ -160,11 +162,16 @@ def render_docs(results: list[dict[str, Any]]) -> str:
         out.append("No benchmark results yet: `benchmarks/results/` holds no run. Run `make bench` "
                    "(or `make bench-quick` for a smoke run) and rebuild the docs.\n")
         return "\n".join(out)
-    full = [r for r in results if not r.get("quick")]
+    full = [r for r in results if not r.get("quick") and is_complete(r)]
     latest = (full or results)[-1]
     gpu_runs = [r for r in results if has_gpu(r)]
     out.append(f"## Latest {'full' if full else 'quick'} run\n")
     out.append(render_run(latest, level="###"))
+    later = [r for r in results if not r.get("quick") and not is_complete(r)
+             and (str(r.get("created", "")), r["_file"]) > (str(latest.get("created", "")), latest["_file"])]
+    for r in later:
+        out.append(f"## Later run of {', '.join(f'`{n}`' for n in r.get('scripts', {})) or 'no script'}\n")
+        out.append(render_run(r, level="###"))
     if gpu_runs and gpu_runs[-1] is not latest:
         out.append("## Latest GPU run\n")
         out.append(render_run(gpu_runs[-1], level="###"))
@@ -297,22 +304,28 @@ def replace_readme_block(text: str, block: str) -> str:
     return text[:start] + "\n" + block + text[end:]
 
 
+def is_complete(result: dict[str, Any]) -> bool:
+    """Whether a combined result is a run of the whole set (it has ``decode``), not of a few
+    scripts alone (``run_all.py --only lora``): only whole runs feed the README and head the page."""
+    return "decode" in result.get("scripts", {})
+
+
 def latest_full(results: list[dict[str, Any]]) -> dict[str, Any] | None:
-    full = [r for r in results if not r.get("quick")]
+    full = [r for r in results if not r.get("quick") and is_complete(r)]
     return full[-1] if full else None
 
 
 # ---------------------------------------------------------------------- plot
 def plot_run(result: dict[str, Any], path: Path) -> Path | None:
     """One PNG with a panel per script that has rows: decode throughput, RAD vs duplication,
-    attention time against length. Returns the path, or None when there is nothing to plot."""
+    attention time against length, LoRA vs full fine-tuning. Returns the path, or None when there is nothing to plot."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     scripts = result.get("scripts", {})
-    panels = [n for n in ("decode", "train_rad_vs_dup", "attention_backends") if scripts.get(n, {}).get("rows")]
+    panels = [n for n in ("decode", "train_rad_vs_dup", "attention_backends", "lora") if scripts.get(n, {}).get("rows")]
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
@@ -338,6 +351,13 @@ def plot_run(result: dict[str, Any], path: Path) -> Path | None:
                 ax.text(i, r["wall_s"], f"{r.get('tokens', '?')} tokens", ha="center", va="bottom", fontsize=8)
             ax.set_ylabel("seconds per forward + backward")
             ax.set_title("one training step: RAD vs full duplication", fontsize=9)
+        elif name == "lora":
+            ax.bar([r["mode"] for r in rows], [r["wall_s"] for r in rows], color="#31a354")
+            for i, r in enumerate(rows):
+                ax.text(i, r["wall_s"], f"{r.get('peak_mem_bytes', 0) / 2**30:.2f} GiB", ha="center",
+                        va="bottom", fontsize=8)
+            ax.set_ylabel("seconds per RAD step (AdamW included)")
+            ax.set_title("LoRA vs full fine-tuning (label: peak memory)", fontsize=9)
         else:
             for backend in dict.fromkeys(r["backend"] for r in rows):
                 pts = sorted((r["slots"], r["attn_s"]) for r in rows if r["backend"] == backend)

@@ -120,8 +120,63 @@ def _fake_result(quick: bool = True, gpu: str | None = None) -> dict:
             "attention_backends": {"machine": machine, "rows": [
                 {"slots": s, "backend": b, "mode": "m", "attn_s": 0.001 * s / 64, "agrees": True}
                 for s in (64, 128) for b in ("sdpa", "flex_attention")], "notes": ["xformers skipped: test"]},
+            "lora": {"machine": machine, "rows": [
+                {"mode": m, "rank": k, "trainable_params": n, "wall_s": t, "peak_mem_bytes": b}
+                for m, k, n, t, b in (("full", 0, 1000, 0.5, 3 * 2**30), ("lora", 16, 10, 0.25, 2**30))],
+                "summary": {"lora_over_full_time_ratio": 0.5}},
         },
     }
+
+
+def _lora_expected_counts(hidden: int, layers: int, heads: int, kv: int, inter: int, vocab: int, rank: int):
+    """Parameters of the benchmark's Qwen2 and of its rank-``rank`` adapters, counted by hand."""
+    head_dim = hidden // heads
+    shapes = [(hidden, hidden), (hidden, kv * head_dim), (hidden, kv * head_dim), (hidden, hidden),
+              (hidden, inter), (hidden, inter), (inter, hidden)]          # q k v o gate up down: (in, out)
+    adapters = layers * sum(rank * (i + o) for i, o in shapes)
+    attn = 2 * hidden * hidden + 2 * hidden * kv * head_dim + hidden + 2 * kv * head_dim   # + q/k/v biases
+    per_layer = attn + 3 * hidden * inter + 2 * hidden                                       # + two norms
+    total = (vocab + 1) * hidden + layers * per_layer + hidden                              # tied head, final norm
+    return total, adapters
+
+
+def test_lora_benchmark_smallest_size_counts_and_times_each_mode(tmp_path) -> None:
+    """benchmarks/lora.py --quick end to end: one row per mode, the trainable weights of each mode
+    exactly as counted from the shape (LoRA: the adapters plus the one [MASK] row of the tied
+    embedding; adapters only: without it), positive times and memory, ratios from the rows."""
+    out = tmp_path / "lora.json"
+    proc, wall = run_python(["benchmarks/lora.py", "--quick", "--out", str(out)], timeout=240)
+    assert proc.returncode == 0, explain(proc)
+    data = json.loads(out.read_text())
+    rows = {r["mode"]: r for r in data["rows"]}
+    assert list(rows) == ["full", "lora", "lora_adapters_only"]
+    cfg = data["config"]
+    total, adapters = _lora_expected_counts(cfg["hidden"], cfg["layers"], cfg["heads"], cfg["kv"], cfg["inter"],
+                                            cfg["vocab"], cfg["rank"])
+    assert rows["full"]["trainable_params"] == rows["full"]["total_params"] == total
+    assert rows["lora"]["trainable_params"] == adapters + cfg["hidden"]
+    assert rows["lora_adapters_only"]["trainable_params"] == adapters
+    assert all(r["wall_s"] > 0 and r["peak_mem_bytes"] > 0 for r in rows.values())
+    s = data["summary"]
+    assert s["lora_over_full_peak_mem_ratio"] == pytest.approx(rows["lora"]["peak_mem_bytes"]
+                                                               / rows["full"]["peak_mem_bytes"])
+    assert s["embedding_copy_bytes"] == 4 * (cfg["vocab"] + 1) * cfg["hidden"]
+    assert s["lora_over_full_time_ratio"] > 0 and s["token_rows_time_ratio"] > 0
+    print(f"lora --quick: {wall:.1f} s")
+
+
+def test_a_run_of_one_script_neither_heads_the_page_nor_feeds_the_readme() -> None:
+    """``run_all.py --only lora`` writes a full (not quick) result holding one script: the README
+    and the page's "Latest full run" keep the last whole run; the partial one is shown after it."""
+    whole = _fake_result(quick=False)
+    whole["_file"] = "2026-01-01-cpu-test-2c.json"
+    part = {**_fake_result(quick=False), "created": "2026-01-05T00:00:00+00:00", "_file": "2026-01-05-lora.json"}
+    part["scripts"] = {"lora": whole["scripts"]["lora"]}
+    assert summarize.latest_full([whole, part]) is whole
+    text = summarize.render_docs([whole, part])
+    head, later = text.split("## Later run of `lora`")
+    assert "Run `2026-01-01-cpu-test-2c.json`" in head and "onestep_fused" in head
+    assert "Run `2026-01-05-lora.json`" in later and "| full | 0 | 1000 |" in later
 
 
 def test_summarize_says_plainly_when_there_is_no_gpu_and_no_result() -> None:
@@ -173,7 +228,7 @@ def test_run_all_combines_scripts_and_records_failures(tmp_path, monkeypatch) ->
     (result_file,) = tmp_path.glob("*.json")
     assert result_file.name.endswith("-cpu-test-2c-quick.json")
     result = json.loads(result_file.read_text())
-    assert set(result["scripts"]) == {"decode", "decode_shift", "attention_backends"}
+    assert set(result["scripts"]) == {"decode", "decode_shift", "attention_backends", "lora"}
     assert result["failures"]["train_rad_vs_dup"]["returncode"] == 1
     md = result_file.with_suffix(".md").read_text()
     assert "`train_rad_vs_dup` failed (exit code 1)" in md and "RuntimeError: boom" in md
@@ -208,6 +263,7 @@ def test_run_all_discovers_every_benchmark_script() -> None:
 
     names = run_all.discover()
     assert names[:4] == ["decode", "decode_shift", "train_rad_vs_dup", "attention_backends"]
+    assert "lora" in names
     assert run_all.VARIANTS["decode_shift"] == ("decode", ["--shift", "--batches", "1"])
     assert not {"_common", "run_all", "summarize"} & set(names)
     with pytest.raises(SystemExit):
