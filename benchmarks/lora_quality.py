@@ -129,7 +129,7 @@ def run(name: str, path, train: list[dict], held: list[dict], steps: int, batch:
         loss.backward()
         opt.step()
         if (s + 1) % eval_every == 0 or s + 1 == steps:
-            curve.append({"step": s + 1, "train_loss": float(loss), "held_out_rad_loss": held_out_loss()})
+            curve.append({"step": s + 1, "train_loss": float(loss.detach()), "held_out_rad_loss": held_out_loss()})
     train_s = time.perf_counter() - t0
     em, texts = exact_match(bd, tok, held)
     return {"run": name, "lr": lr, "rank": rank if lora else 0, "steps": steps,

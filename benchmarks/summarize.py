@@ -38,6 +38,8 @@ COLUMNS: dict[str, list[str]] = {
                            "mask_bytes", "peak_mem_bytes", "max_abs_diff_vs_sdpa", "agrees"],
 }
 COLUMNS["lora"] = ["mode", "P", "R", "L", "rank", "trainable_params", "trainable_fraction", "wall_s", "peak_mem_bytes"]
+COLUMNS["lora_quality"] = ["run", "lr", "rank", "steps", "trainable_params", "held_out_rad_loss_start",
+                           "held_out_rad_loss_end", "exact_match", "train_s"]
 COLUMNS["decode_shift"] = COLUMNS["decode"]
 TITLES = {
     "decode": "Decoding speed: AR, multi-step, one-step unfused and fused (`benchmarks/decode.py`)",
@@ -46,6 +48,7 @@ TITLES = {
     "train_rad_vs_dup": "RAD against full duplication, one training step (`benchmarks/train_rad_vs_dup.py`)",
     "attention_backends": "Attention backends on the RAD mask (`benchmarks/attention_backends.py`)",
     "lora": "LoRA against full fine-tuning, one RAD step with AdamW (`benchmarks/lora.py`)",
+    "lora_quality": "LoRA against full fine-tuning at equal steps, RAD on SmolLM2-135M (`benchmarks/lora_quality.py`)",
 }
 
 
@@ -142,8 +145,10 @@ def render_run(result: dict[str, Any], level: str = "##") -> str:
     load = result.get("load_avg_1min") or {}
     if load.get("start") is not None:
         cores = result.get("machine", {}).get("cpu_count") or 1
-        busy = " (other processes were running: timings are skewed)" if load["start"] > 0.5 * cores else ""
-        out.append(f"1-minute load average before the run: {load['start']:.2f} on {cores} cores{busy}.\n")
+        seen = [v for v in (load["start"], load.get("end")) if v is not None]
+        busy = " (other processes were running: timings are skewed)" if max(seen) > 0.5 * cores else ""
+        end = f", after it: {load['end']:.2f}" if load.get("end") is not None else ""
+        out.append(f"1-minute load average before the run: {load['start']:.2f}{end} on {cores} cores{busy}.\n")
     for name, data in result.get("scripts", {}).items():
         out.append(_script_section(name, data, level))
     for name, fail in result.get("failures", {}).items():

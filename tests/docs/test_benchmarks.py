@@ -124,6 +124,9 @@ def _fake_result(quick: bool = True, gpu: str | None = None) -> dict:
                 {"mode": m, "rank": k, "trainable_params": n, "wall_s": t, "peak_mem_bytes": b}
                 for m, k, n, t, b in (("full", 0, 1000, 0.5, 3 * 2**30), ("lora", 16, 10, 0.25, 2**30))],
                 "summary": {"lora_over_full_time_ratio": 0.5}},
+            "lora_quality": {"machine": machine, "rows": [
+                {"run": r, "steps": 30, "held_out_rad_loss_end": v, "exact_match": e, "curve": []}
+                for r, v, e in (("full", 1.0, 0.5), ("lora_10x_lr", 1.2, 0.4))]},
         },
     }
 
@@ -163,6 +166,27 @@ def test_lora_benchmark_smallest_size_counts_and_times_each_mode(tmp_path) -> No
     assert s["embedding_copy_bytes"] == 4 * (cfg["vocab"] + 1) * cfg["hidden"]
     assert s["lora_over_full_time_ratio"] > 0 and s["token_rows_time_ratio"] > 0
     print(f"lora --quick: {wall:.1f} s")
+
+
+def test_lora_quality_task_spells_numbers_and_splits_them_apart() -> None:
+    import lora_quality
+
+    assert [lora_quality.words(n) for n in (101, 110, 115, 120, 347, 900, 999)] == [
+        "one hundred one", "one hundred ten", "one hundred fifteen", "one hundred twenty",
+        "three hundred forty-seven", "nine hundred", "nine hundred ninety-nine"]
+    train, held = lora_quality.numbers(64, 16)
+    assert len(set(train)) == 64 and len(set(held)) == 16 and not set(train) & set(held)
+    assert all(101 <= n <= 999 for n in train + held)
+
+
+def test_a_machine_that_got_busy_during_the_run_is_flagged() -> None:
+    """The load before a run can be low and the one after it high (others started meanwhile):
+    either one over half the cores marks the timings as skewed."""
+    quiet = {**_fake_result(quick=False), "_file": "q.json", "load_avg_1min": {"start": 0.2, "end": 0.4}}
+    busy = {**quiet, "load_avg_1min": {"start": 0.2, "end": 7.3}}
+    assert "skewed" not in summarize.render_run(quiet)
+    text = summarize.render_run(busy)
+    assert "before the run: 0.20, after it: 7.30 on 2 cores (other processes were running" in text
 
 
 def test_a_run_of_one_script_neither_heads_the_page_nor_feeds_the_readme() -> None:
@@ -228,7 +252,7 @@ def test_run_all_combines_scripts_and_records_failures(tmp_path, monkeypatch) ->
     (result_file,) = tmp_path.glob("*.json")
     assert result_file.name.endswith("-cpu-test-2c-quick.json")
     result = json.loads(result_file.read_text())
-    assert set(result["scripts"]) == {"decode", "decode_shift", "attention_backends", "lora"}
+    assert set(result["scripts"]) == {"decode", "decode_shift", "attention_backends", "lora", "lora_quality"}
     assert result["failures"]["train_rad_vs_dup"]["returncode"] == 1
     md = result_file.with_suffix(".md").read_text()
     assert "`train_rad_vs_dup` failed (exit code 1)" in md and "RuntimeError: boom" in md
