@@ -67,10 +67,10 @@ def _datamodule(ws: Workspace, block_size: int, eos: int, pad: int, batch_size: 
 
 
 def csv_logger(tcfg: TrainerConfig):
-    """The CSV log (``<train dir>/logs/version_0/metrics.csv``) that the report plots."""
-    from lightning.pytorch.loggers import CSVLogger
+    """The CSV log (``<train dir>/logs/version_0/metrics.csv``) that the report plots (appended by a resumed run)."""
+    from blockdistill.lightning.logs import run_logger
 
-    return CSVLogger(tcfg.default_root_dir, name="logs", version=0)
+    return run_logger(tcfg.default_root_dir)
 
 
 def stage_ar(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:

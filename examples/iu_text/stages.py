@@ -88,9 +88,9 @@ def _trainer_cfg(cfg: TextConfig, t: TrainerConfig, ws: Workspace, name: str) ->
 
 def _csv_logger(tcfg: TrainerConfig):
     """The stage's CSV log (``<train dir>/logs/version_0/metrics.csv``), appended to on resume."""
-    from lightning.pytorch.loggers import CSVLogger
+    from blockdistill.lightning.logs import run_logger
 
-    return CSVLogger(tcfg.default_root_dir, name="logs", version=0)
+    return run_logger(tcfg.default_root_dir)
 
 
 def _levers(cfg: TextConfig, model) -> dict[str, Any]:

@@ -160,9 +160,21 @@ class TrainerConfig:
     gradient_checkpointing: bool = False
     """Enable the backbone's gradient checkpointing (large models)."""
     save_every_n_steps: int = 50
-    """Checkpoint interval (``last.ckpt`` is always kept for resuming)."""
+    """Checkpoint interval in optimiser steps (and at the end of training)."""
+    save_last: bool = True
+    """Keep ``checkpoints/last.ckpt`` (what a rerun resumes from; a full checkpoint with the
+    optimiser state, about 3x the model's weights). False: no resume point is written."""
+    save_top_k: int = 0
+    """Also keep the ``k`` best checkpoints by ``monitor`` (``-1``: every one; 0: none)."""
+    monitor: str = "train/loss"
+    """Metric ``save_top_k`` ranks checkpoints by (lower is better)."""
+    allow_config_change: bool = False
+    """Resume even though a setting that changes training (lr, schedule, batch size, block size,
+    max_steps, ...) differs from the checkpoint's; the changes are appended to
+    ``<default_root_dir>/resume_changes.jsonl``. False: such a resume is refused, naming the fields."""
     enable_progress_bar: bool = True
-    """Show Lightning's progress bar."""
+    """Show Lightning's progress bar. Without a terminal (stderr redirected) one line per
+    ``log_every_n_steps`` steps (step, loss, lr, tokens/s) goes to stderr instead."""
 
     def __post_init__(self) -> None:
         check(self.max_steps >= 1, "trainer.max_steps", f"must be >= 1, got {self.max_steps}")
@@ -172,6 +184,7 @@ class TrainerConfig:
                f"must be >= 1, got {self.save_every_n_steps}")
         check(self.log_every_n_steps >= 1, "trainer.log_every_n_steps",
                f"must be >= 1, got {self.log_every_n_steps}")
+        check(self.save_top_k >= -1, "trainer.save_top_k", f"must be >= -1, got {self.save_top_k}")
 
 
 @dataclass

@@ -34,6 +34,8 @@ from blockdistill.distill.filters import TrajectoryFilter
 from blockdistill.distill.prompts import PromptBatch, collate_prompts
 from blockdistill.distill.records import TrajectoryRecord
 from blockdistill.distill.writer import ShardWriter, done_ids, finalize_manifest
+from blockdistill.lightning.data import order_seed
+from blockdistill.lightning.resume import ResumableLoader
 from blockdistill.sampling.denoiser import Denoiser
 
 __all__ = ["CollectSystem", "PromptDataModule", "TrajectoryWriter"]
@@ -46,13 +48,16 @@ class PromptDataModule(L.LightningDataModule):
         examples: the prompts, in a fixed order (every rank must see the same list).
         pad_token_id: batch padding id of the prompt tensors.
         skip_done_in: a collection directory; ids its manifests list are skipped.
-        shuffle: shuffle the training loader (online DCD); predict never shuffles.
+        shuffle: shuffle the training loader (online DCD; a resumable order from ``(seed, epoch)``);
+            predict never shuffles.
+        seed: the training order's seed (None: the run's ``seed_everything`` seed).
     """
 
     def __init__(self, examples: Sequence[dict[str, Any]], pad_token_id: int, batch_size: int = 8,
                  num_workers: int = 0, skip_done_in: str | Path | None = None, shuffle: bool = True,
-                 ids: Sequence[str] | None = None) -> None:
+                 ids: Sequence[str] | None = None, seed: int | None = None) -> None:
         super().__init__()
+        self.seed = seed
         # ``examples`` may be a lazy sequence (e.g. images processed on access); with ``ids`` given,
         # resuming filters by id without touching the examples themselves.
         self.examples = examples if ids is not None else list(examples)
@@ -85,8 +90,9 @@ class PromptDataModule(L.LightningDataModule):
                           num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.remaining, batch_size=self.batch_size, shuffle=self.shuffle, collate_fn=self._collate,
-                          num_workers=self.num_workers, drop_last=len(self.remaining) >= self.batch_size)
+        return ResumableLoader(self.remaining, batch_size=self.batch_size, shuffle=self.shuffle,
+                               seed=order_seed(self.seed), collate_fn=self._collate, num_workers=self.num_workers,
+                               drop_last=len(self.remaining) >= self.batch_size)
 
 
 class CollectSystem(L.LightningModule):

@@ -56,6 +56,7 @@ class StageSystem(L.LightningModule):
         self.net = net
         self.optim = optim
         self._nan_streak = 0
+        self._skip_step = False
         self.save_hyperparameters({"optim": asdict(optim)})
 
     def compute_loss(self, batch) -> tuple[Tensor, dict[str, float]]:
@@ -98,23 +99,47 @@ class StageSystem(L.LightningModule):
             if name not in want:
                 state.setdefault(name, value)
 
-    def training_step(self, batch, batch_idx: int) -> Tensor | None:
+    def training_step(self, batch, batch_idx: int) -> Tensor:
         loss, stats = self.compute_loss(batch)
-        if not torch.isfinite(loss):
+        bad = torch.tensor(0.0 if bool(torch.isfinite(loss)) else 1.0, device=self.device)
+        # Every rank takes the same decision (DDP/FSDP: a rank that skipped its backward would hang the others).
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce(bad, reduce_op="max")
+        if float(bad) > 0:
             self._nan_streak += 1
             if self._nan_streak > self.max_nan_skips:
                 raise NaNLossError(
                     f"loss was non-finite for {self._nan_streak} consecutive steps (last at global step "
-                    f"{self.global_step}); lower optim.lr or check the data. Resume from the last checkpoint."
+                    f"{self.global_step}); checkpoints/last.ckpt holds the last step whose loss and weights were "
+                    "finite. Resume from it with a lower learning rate: rerun with optim.lr=<lower> "
+                    "trainer.allow_config_change=true (or check the data)."
                 )
             self.print(f"warning: non-finite loss at step {self.global_step}; skipping this batch")
-            return None
+            self._skip_step = True
+            # A loss of exactly zero that still reaches every trainable weight: every rank runs its backward
+            # (so the gradient all-reduce matches) and the optimiser step is skipped in optimizer_step.
+            return sum((p * 0).sum() for p in self.net.parameters() if p.requires_grad)
         self._nan_streak = 0
+        self._skip_step = False
         bs = len(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         for k, v in stats.items():
             self.log(f"train/{k}", v, batch_size=bs)
         return loss
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        """The optimiser step, skipped (closure run, no update) after a non-finite loss or when a
+        gradient is non-finite (gradients are all-reduced, so every rank agrees)."""
+        if optimizer_closure is not None:
+            optimizer_closure()
+        grads_ok = all(bool(torch.isfinite(p.grad).all()) for p in self.net.parameters() if p.grad is not None)
+        if self._skip_step or not grads_ok:
+            if not self._skip_step:
+                self._nan_streak += 1
+                self.print(f"warning: non-finite gradient at step {self.global_step}; skipping the update")
+            optimizer.zero_grad(set_to_none=True)
+            return
+        optimizer.step()
 
     def validation_step(self, batch, batch_idx: int) -> None:
         loss, _ = self.compute_loss(batch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from blockdistill.data import BlockCollator
+from blockdistill.lightning.resume import ResumableLoader
 
 
 class JsonlExamples(Dataset):
@@ -47,18 +49,31 @@ class JsonlExamples(Dataset):
         return self.rows[i]
 
 
+def order_seed(seed: int | None) -> int:
+    """The data-order seed: ``seed``, else the one ``lightning.seed_everything`` set, else 0."""
+    return int(seed) if seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
 class BlockDataModule(L.LightningDataModule):
-    """Serves ready-made datasets; ``setup`` runs per process, nothing is downloaded."""
+    """Serves ready-made datasets; ``setup`` runs per process, nothing is downloaded.
+
+    The training loader is a :class:`~blockdistill.lightning.resume.ResumableLoader`: its order
+    is drawn from ``(seed, epoch)`` (``seed`` None: the run's ``seed_everything`` seed) and a
+    resumed run continues mid-epoch where the checkpoint stopped.
+    """
 
     def __init__(self, train: Sequence | Dataset, collator: BlockCollator, batch_size: int = 8,
-                 val: Sequence | Dataset | None = None, num_workers: int = 0, shuffle: bool = True) -> None:
+                 val: Sequence | Dataset | None = None, num_workers: int = 0, shuffle: bool = True,
+                 seed: int | None = None) -> None:
         super().__init__()
+        self.seed = seed
         self.train, self.val, self.collator = train, val, collator
         self.batch_size, self.num_workers, self.shuffle = batch_size, num_workers, shuffle
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train, batch_size=self.batch_size, shuffle=self.shuffle, collate_fn=self.collator,
-                          num_workers=self.num_workers, drop_last=len(self.train) >= self.batch_size)
+        return ResumableLoader(self.train, batch_size=self.batch_size, shuffle=self.shuffle, seed=order_seed(self.seed),
+                               collate_fn=self.collator, num_workers=self.num_workers,
+                               drop_last=len(self.train) >= self.batch_size)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val is None:

@@ -81,7 +81,7 @@ def trajectory_data(directory: str | os.PathLike, *, pad_token_id: int, batch_si
 def train_dcd(teacher: BlockDiffusionLM, data: Data, *, optim: OptimConfig, distill: DistillConfig,
               trainer: TrainerConfig, online: bool, decode: TeacherDecodeConfig | None = None,
               lora: LoraConfig | None = None, prepare_student: Callable[[BlockDiffusionLM], Any] | None = None,
-              out_dir: str | os.PathLike | None = None, tokenizer: Any = None, logger: Any = False) -> StageResult:
+              out_dir: str | os.PathLike | None = None, tokenizer: Any = None, logger: Any = None) -> StageResult:
     """Stage 3: distill the one-step student from ``teacher``.
 
     Args:

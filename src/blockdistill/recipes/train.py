@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from blockdistill.config import LoraConfig, NoiseConfig, OptimConfig, TrainerConfig
 from blockdistill.data import BlockCollator
 from blockdistill.lightning import ARSystem, BlockDataModule, RADSystem, build_trainer, resume_path
+from blockdistill.lightning.trainer import training_settings
 from blockdistill.models.adapter import BlockDiffusionLM, atomic_save_pretrained
 
 __all__ = ["StageResult", "block_data", "fit", "save_trained", "train_ar", "train_rad"]
@@ -64,12 +65,17 @@ def block_data(examples: Sequence | Dataset, *, block_size: int, eos_token_id: i
     return BlockDataModule(examples, coll, batch_size=batch_size, num_workers=num_workers)
 
 
-def fit(system: L.LightningModule, data: Data, trainer: TrainerConfig, *, logger: Any = False,
+def fit(system: L.LightningModule, data: Data, trainer: TrainerConfig, *, logger: Any = None,
         callbacks: list | None = None) -> StageResult:
     """Train ``system`` with :func:`~blockdistill.lightning.build_trainer` settings ``trainer``,
-    resuming an interrupted run of the same ``default_root_dir``."""
+    resuming an interrupted run of the same ``default_root_dir`` exactly (data order, RNG; a
+    changed training setting is refused unless ``trainer.allow_config_change``). ``logger``:
+    None = the run's CSV log (``<default_root_dir>/logs/version_0/metrics.csv``), False = none."""
     t0 = time.perf_counter()
-    tr = build_trainer(trainer, callbacks=callbacks, logger=logger)
+    if getattr(data, "seed", 0) is None:
+        data.seed = trainer.seed
+    tr = build_trainer(trainer, callbacks=callbacks, logger=logger,
+                       settings=training_settings(system, data, trainer))
     tr.fit(system, data, ckpt_path=resume_path(trainer))
     return StageResult(tr, system, time.perf_counter() - t0)
 
@@ -86,7 +92,7 @@ def save_trained(model: BlockDiffusionLM, out_dir: str | os.PathLike, *, tokeniz
 
 def train_ar(model: nn.Module, data: Data, *, optim: OptimConfig, trainer: TrainerConfig,
              attn_backend: str = "sdpa", out_dir: str | os.PathLike | None = None, tokenizer: Any = None,
-             logger: Any = False) -> StageResult:
+             logger: Any = None) -> StageResult:
     """Stage 1: AR continued pre-training of the plain backbone ``model`` (next-token CE on the
     response). Saved with ``save_pretrained`` (and ``tokenizer``) to ``out_dir`` when given."""
     if trainer.gradient_checkpointing:
@@ -99,7 +105,7 @@ def train_ar(model: nn.Module, data: Data, *, optim: OptimConfig, trainer: Train
 
 def train_rad(model: BlockDiffusionLM, data: Data, *, optim: OptimConfig, noise: NoiseConfig, trainer: TrainerConfig,
               layout: str = "rad", lora: LoraConfig | None = None, out_dir: str | os.PathLike | None = None,
-              tokenizer: Any = None, logger: Any = False) -> StageResult:
+              tokenizer: Any = None, logger: Any = None) -> StageResult:
     """Stage 2: RAD adaptation of the block-diffusion model ``model`` (``layout="full_dup"``: the
     duplication baseline; ``lora``: LoRA adapters instead of every weight). Noise is drawn from
     ``trainer.seed``; the model, with its block rules (merged, with LoRA), is saved to

@@ -1,0 +1,80 @@
+"""Runs ``blockdistill`` (or an ECHO stage) in this process with a fault injected for real.
+
+    python -m tests.reliability.runner [--kill-at K] [--nan-at K [--nan-rank R]] -- cli|echo ARGS...
+
+``--kill-at K``: SIGKILL this process at the start of optimiser step K+1 (after the checkpoint
+of step K was written, mid-epoch). ``--nan-at K``: the loss of step K+1 (on rank R, default
+every rank) and of every later step is NaN. Faults are added through a patched
+``build_trainer``; the library itself has no test hook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+import lightning as L
+
+
+class KillAt(L.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class NaNFrom(L.Callback):
+    def __init__(self, step: int, rank: int | None) -> None:
+        self.step, self.rank = step, rank
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step >= self.step and self.rank in (None, trainer.global_rank) \
+                and not hasattr(module, "_clean_loss"):
+            module._clean_loss = module.compute_loss
+
+            def nan_loss(b, *a, **k):
+                loss, stats = module._clean_loss(b, *a, **k)
+                return loss * float("nan"), stats
+
+            module.compute_loss = nan_loss
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kill-at", type=int)
+    ap.add_argument("--nan-at", type=int)
+    ap.add_argument("--nan-rank", type=int)
+    ap.add_argument("what", choices=["cli", "echo"])
+    ap.add_argument("args", nargs=argparse.REMAINDER)
+    a = ap.parse_args()
+    extra = []
+    if a.kill_at is not None:
+        extra.append(KillAt(a.kill_at))
+    if a.nan_at is not None:
+        extra.append(NaNFrom(a.nan_at, a.nan_rank))
+    import blockdistill.recipes.train as rt
+
+    orig = rt.build_trainer
+
+    def patched(cfg, callbacks=None, **kw):
+        return orig(cfg, callbacks=[*(callbacks or []), *extra], **kw)
+
+    rt.build_trainer = patched
+    args = [x for x in a.args if x != "--"]
+    if a.what == "cli":
+        from blockdistill.cli import main as cli
+
+        return cli(args)
+    from examples.echo_cxr.__main__ import main as echo
+
+    return echo(args) or 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
