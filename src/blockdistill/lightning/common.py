@@ -133,6 +133,9 @@ class StageSystem(L.LightningModule):
         if optimizer_closure is not None:
             optimizer_closure()
         grads_ok = all(bool(torch.isfinite(p.grad).all()) for p in self.net.parameters() if p.grad is not None)
+        if self.trainer.world_size > 1:  # FSDP shards the gradients: every rank must take the same decision
+            bad = torch.tensor(0.0 if grads_ok else 1.0, device=self.device)
+            grads_ok = float(self.trainer.strategy.reduce(bad, reduce_op="max")) == 0
         if self._skip_step or not grads_ok:
             if not self._skip_step:
                 self._nan_streak += 1
@@ -140,6 +143,19 @@ class StageSystem(L.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             return
         optimizer.step()
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip the gradients' global norm to ``optim.grad_clip`` (0: no clipping) before every update;
+        under FSDP through the sharded root module's own ``clip_grad_norm_`` (the global norm over
+        every shard; ``torch.nn.utils.clip_grad_norm_`` would see one rank's shard only)."""
+        clip = gradient_clip_val if gradient_clip_val is not None else self.optim.grad_clip
+        if not clip or clip <= 0:
+            return
+        root = getattr(self.trainer.strategy, "model", None)
+        if type(root).__name__ == "FullyShardedDataParallel":
+            root.clip_grad_norm_(clip)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
     def validation_step(self, batch, batch_idx: int) -> None:
         loss, _ = self.compute_loss(batch)
