@@ -54,6 +54,38 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1, device: An
     return statistics.median(times)
 
 
+def rss_peak_growth(fn: Callable[[], Any], interval_s: float = 0.002) -> int:
+    """Bytes the process's resident set grew over its value before ``fn()``, at its peak.
+
+    RSS is sampled every ``interval_s`` from ``/proc/self/statm`` by a watcher thread while ``fn``
+    runs (Linux only). Run it in a fresh process: memory freed by earlier work would be reused
+    and hide the growth.
+    """
+    import threading
+
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page
+
+    base, peak, done = rss(), [0], threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(interval_s)
+
+    th = threading.Thread(target=watch, daemon=True)
+    th.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        th.join()
+    return max(0, peak[0] - base)
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"

@@ -30,7 +30,6 @@ import gc
 import os
 import statistics
 import sys
-import threading
 import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -38,7 +37,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine_info, print_table, sync, write_json  # noqa: E402
+from _common import machine_info, print_table, rss_peak_growth, sync, write_json  # noqa: E402
 
 from blockdistill import BlockDiffusionLM, BlockSpec  # noqa: E402
 from blockdistill.config import LoraConfig  # noqa: E402
@@ -125,26 +124,11 @@ def memory_child(mode: str, shape: dict, rank: int, p: int, r: int, device: str)
         for _ in range(2):
             step(bd, opt, data, device)
         return torch.cuda.max_memory_allocated() - base
-    page = os.sysconf("SC_PAGE_SIZE")
+    def two_steps() -> None:
+        for _ in range(2):
+            step(bd, opt, data, device)
 
-    def rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * page
-
-    base, peak, done = rss(), [0], threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], rss())
-            time.sleep(0.002)
-
-    th = threading.Thread(target=watch, daemon=True)
-    th.start()
-    for _ in range(2):
-        step(bd, opt, data, device)
-    done.set()
-    th.join()
-    return max(0, peak[0] - base)
+    return rss_peak_growth(two_steps)
 
 
 def peak_in_child(mode: str, argv: list[str]) -> int:

@@ -11,12 +11,11 @@ positions; the rows are timed alternately (paired) and the median is reported.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
 import torch
-from _common import machine_info, print_table, write_json
+from _common import machine_info, print_table, rss_peak_growth, write_json
 
 from blockdistill import BlockDiffusionLM, BlockSpec
 from blockdistill.data import BlockCollator
@@ -95,27 +94,7 @@ def main() -> None:
     if args.memory_child:
         # One step in a fresh process (no memory freed by earlier steps to reuse): the growth of
         # RSS over its value before the step, sampled every 2 ms, is the step's peak memory.
-        import threading
-
-        page = os.sysconf("SC_PAGE_SIZE")
-
-        def rss() -> int:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * page
-
-        base, peak, done = rss(), [0], threading.Event()
-
-        def watch() -> None:
-            while not done.is_set():
-                peak[0] = max(peak[0], rss())
-                time.sleep(0.002)
-
-        th = threading.Thread(target=watch, daemon=True)
-        th.start()
-        step(args.memory_child)
-        done.set()
-        th.join()
-        print(f"PEAK_BYTES {max(0, peak[0] - base)}")
+        print(f"PEAK_BYTES {rss_peak_growth(lambda: step(args.memory_child))}")
         return
     for lay in ("rad", "full_dup"):
         step(lay)

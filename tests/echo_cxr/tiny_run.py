@@ -13,6 +13,7 @@ from blockdistill import BlockDiffusionLM
 from examples.echo_cxr.config import load_echo_config
 from examples.echo_cxr.data.tokenizer import special_token_ids, tiny_tokenizer
 from examples.echo_cxr.model import build_backbone
+from tests.interop.helpers import legacy_vl_state_dict
 
 CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "echo_cxr" / "configs"
 
@@ -54,13 +55,7 @@ def write_released_checkpoint(out: Path, tok_cache: Path, seed: int = 2):
     tok.add_special_tokens({"additional_special_tokens": ["<|MASK|>"]}, replace_extra_special_tokens=False)
     model = build_backbone(replace(cfg.model, init_range=0.1), special_token_ids(tok), len(tok), seed=seed).eval()
     out.mkdir(parents=True, exist_ok=True)
-    legacy = {}
-    for k, v in model.state_dict().items():
-        if k.startswith("model.language_model."):
-            k = "model." + k[len("model.language_model."):]
-        elif k.startswith("model.visual."):
-            k = "visual." + k[len("model.visual."):]
-        legacy[k] = v.contiguous()
+    legacy = legacy_vl_state_dict(model)
     if getattr(model.config, "tie_word_embeddings", False) or getattr(model.config.get_text_config(),
                                                                       "tie_word_embeddings", False):
         legacy.pop("lm_head.weight")  # tied: stored once, as transformers saves it

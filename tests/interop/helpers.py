@@ -75,6 +75,19 @@ def write_sdar_checkpoint(out: Path, *, block_size: int | None = 4, mask_in_conf
     return model, tok
 
 
+def legacy_vl_state_dict(model) -> dict[str, torch.Tensor]:
+    """A Qwen2.5-VL state dict under the names transformers 4.5x wrote (``model.layers.*``,
+    ``visual.*``), as the released ECHO checkpoints store them."""
+    legacy = {}
+    for k, v in model.state_dict().items():
+        if k.startswith("model.language_model."):
+            k = "model." + k[len("model.language_model."):]
+        elif k.startswith("model.visual."):
+            k = "visual." + k[len("model.visual."):]
+        legacy[k] = v.contiguous()
+    return legacy
+
+
 def write_echo_checkpoint(out: Path, *, mask_in_tokenizer: bool = True, mask_in_config: bool = False, seed: int = 0):
     """A checkpoint saved the way ECHO saves its own: Qwen2.5-VL weights under the names
     transformers 4.5x writes (``model.layers.*``, ``visual.*``), ``auto_map`` naming remote code,
@@ -85,13 +98,7 @@ def write_echo_checkpoint(out: Path, *, mask_in_tokenizer: bool = True, mask_in_
     model = tiny_qwen2_5_vl(seed=seed)
     model.resize_token_embeddings(97, mean_resizing=False)
     out.mkdir(parents=True, exist_ok=True)
-    legacy = {}
-    for k, v in model.state_dict().items():
-        if k.startswith("model.language_model."):
-            k = "model." + k[len("model.language_model."):]
-        elif k.startswith("model.visual."):
-            k = "visual." + k[len("model.visual."):]
-        legacy[k] = v.contiguous()
+    legacy = legacy_vl_state_dict(model)
     save_file(legacy, str(out / "model.safetensors"), metadata={"format": "pt"})
     cfg = model.config.to_dict()
     cfg.update(architectures=["EchoForConditionalGeneration"],

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from blockdistill.layout.grid import response_block_start
 from blockdistill.sampling.denoiser import Denoiser
 
 __all__ = ["ObservedDenoiser", "StepView"]
@@ -87,7 +88,7 @@ class ObservedDenoiser:
     # ------------------------------------------------------------------ protocol
     def prefill(self, prompt_ids: Tensor, prompt_lens: Tensor, vision: Any = None):
         b, L = prompt_ids.shape[0], self.spec.block_size
-        ran = int(((prompt_lens // L) * L).max()) > 0  # the sampler counts a prefill forward only then
+        ran = int(response_block_start(prompt_lens, L).max()) > 0  # the sampler counts a prefill forward only then
         if self.origin is None:
             self.t0 = time.perf_counter()
             self.prompt_lens = [int(x) for x in prompt_lens.tolist()]
