@@ -33,6 +33,7 @@ from blockdistill.config import (
     RADTrainConfig,
     load_config,
 )
+from blockdistill.utils.checksum import DamagedFileError
 
 __all__ = ["COMMANDS", "Command", "main"]
 
@@ -83,4 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"blockdistill {args.cmd}: invalid config: {e}", file=sys.stderr)
         return 2
+    except DamagedFileError as e:
+        print(f"blockdistill {args.cmd}: damaged file: {e}", file=sys.stderr)
+        return 3
     return 0
