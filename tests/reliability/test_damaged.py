@@ -77,8 +77,12 @@ def test_a_kill_between_the_renames_leaves_a_checkpoint_that_verifies(tmp_path, 
     path = tmp_path / "last.ckpt"
     io.save_checkpoint({"step": torch.tensor(1)}, path)
 
-    def killed(src, dst):  # the process dies before the new file is moved into place
-        raise KeyboardInterrupt("killed")
+    real_replace = os.replace
+
+    def killed(src, dst):  # the process dies right before the new checkpoint is moved into place
+        if Path(dst) == path:
+            raise KeyboardInterrupt("killed")
+        real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
@@ -149,3 +153,33 @@ def test_a_damaged_saved_model_is_refused_by_the_cli(tmp_path, capsys):
                "trainer.enable_progress_bar=false"])
     err = capsys.readouterr().err
     assert rc == 3 and str(model / "model.safetensors") in err, err[-2000:]
+
+
+def test_the_cli_refuses_a_damaged_last_ckpt_in_one_line(tmp_path):
+    """A real CLI process (``python -m blockdistill``) resuming from a flipped ``last.ckpt``: exit 3,
+    one ``damaged file`` line naming the file, no traceback, and the damaged file left as it was."""
+    import subprocess
+    import sys
+
+    from tests.reliability.helpers import ENV, ROOT, write_text_data
+
+    tok, data = write_text_data(tmp_path)
+    args = [sys.executable, "-m", "blockdistill", "train-rad", "-c", "configs/tiny/rad.yaml", "trainer.max_steps=2",
+            "trainer.save_every_n_steps=1", "trainer.enable_progress_bar=false", f"data.tokenizer={tok}",
+            f"data.train_file={data}", f"trainer.default_root_dir={tmp_path / 'run'}",
+            f"output_dir={tmp_path / 'run' / 'model'}"]
+
+    def run(steps):
+        return subprocess.run([*args, f"trainer.max_steps={steps}"], capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, **ENV}, timeout=300)
+
+    assert run(2).returncode == 0
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    flip(last)
+    damaged = last.read_bytes()
+    res = run(4)
+    lines = [ln for ln in res.stderr.splitlines() if "damaged file" in ln]
+    assert res.returncode == 3 and len(lines) == 1, res.stderr[-3000:]
+    assert str(last) in lines[0] and "delete last.ckpt" in lines[0]
+    assert "Traceback" not in res.stderr
+    assert last.read_bytes() == damaged  # nothing overwrote it

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from blockdistill.models.adapter import CONFIG_KEY, BlockDiffusionLM, BlockSpec
+from blockdistill.utils.checksum import verify_model_dir
 
 __all__ = ["MASK_TOKEN", "CheckpointError", "ReleasedCheckpoint", "load_released", "read_checkpoint_config"]
 
@@ -132,6 +133,7 @@ def load_stock_model(ckpt: ReleasedCheckpoint, dtype: torch.dtype = torch.float3
     """
     if not any(ckpt.path.glob("*.safetensors")):
         raise CheckpointError(f"{ckpt.path} holds no *.safetensors weights (pickled weights are not loaded here)")
+    verify_model_dir(ckpt.path)  # a directory saved by blockdistill carries a manifest; released ones do not
     config = _stock_config(ckpt, dtype)
     cls = _model_class(config)
     model, info = cls.from_pretrained(ckpt.path, config=config, dtype=dtype, output_loading_info=True,

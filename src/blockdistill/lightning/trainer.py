@@ -9,6 +9,10 @@ What a run writes under ``trainer.default_root_dir``:
 - ``checkpoints/step=*.ckpt``: the ``trainer.save_top_k`` best by ``trainer.monitor`` (default none);
 - ``logs/version_0/metrics.csv``: the CSV log, appended to by a resumed run;
 - ``resume_changes.jsonl``: the settings a resume with ``trainer.allow_config_change`` changed.
+
+Every ``.ckpt`` is written and read by :class:`~blockdistill.lightning.checkpoint_io.VerifiedCheckpointIO`:
+atomically, with a ``<name>.ckpt.sha256`` sidecar checked before a resume, and loaded with
+``weights_only=True`` explicitly (a damaged or code-carrying checkpoint is a ``DamagedFileError``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
 from blockdistill.config import TrainerConfig
+from blockdistill.lightning.checkpoint_io import VerifiedCheckpointIO
 from blockdistill.lightning.logs import ProgressLog, _TrimOnResume, run_logger
 from blockdistill.lightning.resume import ResumeGuard
 
@@ -101,7 +106,7 @@ def build_trainer(cfg: TrainerConfig, callbacks: list | None = None, logger: Any
         precision=cfg.precision, accumulate_grad_batches=cfg.accumulate_grad_batches,
         log_every_n_steps=cfg.log_every_n_steps, default_root_dir=cfg.default_root_dir,
         callbacks=[ckpt, *own, *(callbacks or [])], logger=logger, enable_progress_bar=cfg.enable_progress_bar,
-        enable_model_summary=False, num_sanity_val_steps=0,
+        enable_model_summary=False, num_sanity_val_steps=0, plugins=[VerifiedCheckpointIO()],
     )
     kw.update(overrides)
     return L.Trainer(**kw)

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from blockdistill.layout import SlotLayout, clean_layout, padding_mask, training_layout
 from blockdistill.models.attention import check_backend, hf_attn_implementation, render_mask
 from blockdistill.models.families import BackboneFamily, VisionInputs, family_for
+from blockdistill.utils.checksum import verify_model_dir, write_dir_manifest
 
 CONFIG_KEY = "blockdistill"
 
@@ -127,9 +128,12 @@ class BlockDiffusionLM(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, attn_backend: str = "sdpa",
                         trust_remote_code: bool = False, **kwargs: Any) -> BlockDiffusionLM:
-        """Load a model saved by :meth:`save_pretrained`. Never runs remote code unless asked."""
+        """Load a model saved by :meth:`save_pretrained`. Never runs remote code unless asked.
+        Its ``checksums.sha256`` manifest, when there is one, is verified first
+        (:func:`~blockdistill.utils.checksum.verify_model_dir`)."""
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
+        verify_model_dir(path)
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         auto = AutoModelForImageTextToText if hasattr(config, "vision_config") else AutoModelForCausalLM
         model = auto.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
@@ -310,8 +314,9 @@ def causal_logits(model: nn.Module, input_ids: Tensor, seq_lens: Tensor, keep: T
 
 def atomic_save_pretrained(model: nn.Module | None, path: str | os.PathLike, tokenizer: Any = None,
                            **kwargs: Any) -> None:
-    """``save_pretrained`` (of the model and/or tokenizer) into a temporary directory, then rename
-    over ``path``: a crash never leaves a half-written model behind."""
+    """``save_pretrained`` (of the model and/or tokenizer) into a temporary directory, write its
+    ``checksums.sha256`` manifest (sha256 of every file, checked by the loaders), then rename over
+    ``path``: a crash never leaves a half-written model behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -320,6 +325,7 @@ def atomic_save_pretrained(model: nn.Module | None, path: str | os.PathLike, tok
             model.save_pretrained(tmp, **kwargs)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        write_dir_manifest(tmp)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old")

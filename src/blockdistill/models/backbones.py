@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from blockdistill.config import ModelConfig
+from blockdistill.utils.checksum import verify_model_dir
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -48,6 +49,7 @@ def load_backbone(cfg: ModelConfig, seed: int = 0) -> nn.Module:
         path = cfg.pretrained
         if not Path(path).exists() and "/" not in path:
             raise FileNotFoundError(f"model.pretrained={path!r} is not a local directory")
+        verify_model_dir(path)
         config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
         return _auto_class(config).from_pretrained(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
     kw = dict(cfg.tiny)
@@ -77,6 +79,7 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"tokenizer path {str(path)!r} does not exist")
+    verify_model_dir(path)
     if path.is_file() and path.suffix == ".gguf":  # the tokenizer stored in a GGUF checkpoint
         return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     cfg_file = path / "tokenizer_config.json"

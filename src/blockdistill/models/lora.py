@@ -176,7 +176,10 @@ def load_lora(bd: BlockDiffusionLM, path: str | os.PathLike, *, merge: bool = Fa
     """
     from blockdistill.models.adapter import BlockSpec
 
+    from blockdistill.utils.checksum import verify_model_dir
+
     path = Path(path)
+    verify_model_dir(path)
     rules = path / BLOCK_RULES_FILE
     if not rules.is_file():
         raise ValueError(f"{path} is not an adapter saved by blockdistill (no {BLOCK_RULES_FILE})")

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 __all__ = ["DIR_MANIFEST", "DamagedFileError", "read_sums", "sha256_file", "sidecar", "verify_dir",
-           "verify_file", "write_dir_manifest", "write_sidecar"]
+           "verify_file", "verify_model_dir", "write_dir_manifest", "write_sidecar"]
 
 DIR_MANIFEST = "checksums.sha256"
 
@@ -126,3 +126,17 @@ def verify_dir(directory: str | os.PathLike, what_to_do: str) -> bool:
     for digest, name in read_sums(man):
         _check_bytes(directory / name, {digest}, what_to_do)
     return True
+
+
+def verify_model_dir(path: str | os.PathLike) -> bool:
+    """Verify a saved model directory against its manifest before anything reads it.
+
+    True when every listed file matches; False when ``path`` is not a local directory (a hub id)
+    or has no manifest (saved by Hugging Face or an older blockdistill: loaded unverified); a
+    :class:`DamagedFileError` naming the first empty, truncated, modified or missing file."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    return verify_dir(path, f"Do not use this model: save it again (rerun the stage that wrote {path}) or restore "
+                            f"the directory from a copy; if you changed a file on purpose, delete {DIR_MANIFEST} "
+                            "there to load it unverified")
