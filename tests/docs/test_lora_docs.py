@@ -41,3 +41,26 @@ def test_the_cost_numbers_are_the_recorded_benchmark() -> None:
     assert f"{s['embedding_copy_bytes'] / 2**20:.0f} MiB here" in text
     load = result["load_avg_1min"]
     assert f"{load['start']:.2f} before the run, {load['end']:.2f} after it" in text
+
+
+def test_the_quality_comparison_is_the_recorded_run() -> None:
+    """Every row and every ratio of 'When LoRA is enough' comes from the named lora_quality run."""
+    text = DOC.read_text()
+    _, result = _recorded("lora_quality")
+    rows = {r["run"]: r for r in result["scripts"]["lora_quality"]["rows"]}
+    assert set(rows) == {"full", "lora_same_lr", "lora_10x_lr"}
+    labels = {"full": "full fine-tuning", "lora_same_lr": "LoRA rank 16, same lr",
+              "lora_10x_lr": "LoRA rank 16, 10x lr"}
+    for run, label in labels.items():
+        r = rows[run]
+        line = (f"| {label} | {r['lr']:.0e} | {r['trainable_params']:,} | {r['held_out_rad_loss_start']:.2f} → "
+                f"{r['held_out_rad_loss_end']:.3f} | {r['exact_match']:.3f} | {r['train_s']:.0f} |")
+        assert line in text, line
+    full, same, ten = rows["full"], rows["lora_same_lr"], rows["lora_10x_lr"]
+    assert f"{same['held_out_rad_loss_end'] / full['held_out_rad_loss_end']:.1f}x the full run's" in text
+    assert f"at {ten['train_s'] / full['train_s']:.2f}x the wall time" in text
+    # The conclusions drawn in the text still follow from the numbers.
+    assert same["exact_match"] == 0 and "decodes none of the held-out numbers" in text
+    assert full["held_out_rad_loss_end"] < ten["held_out_rad_loss_end"] < same["held_out_rad_loss_end"]
+    load = result["load_avg_1min"]
+    assert f"load average {load['start']:.2f} before the run, {load['end']:.2f} after it" in text
