@@ -6,6 +6,7 @@
 
     python -m examples.echo_cxr predict IMAGE [IMAGE ...]                            # a report for one study
     python -m examples.echo_cxr predict --records studies.json                        # many (ECHO JSON records)
+    python -m examples.echo_cxr serve                                                 # the web demo on 127.0.0.1
 
 ``--config`` takes a folder of per-stage YAML files (``common.yaml`` + ``<stage>.yaml``) or one
 YAML file. Finished stages are skipped unless ``--force``; interrupted ones resume.
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         from examples.echo_cxr.predict import main as predict_main
 
         return predict_main(argv[1:])
+    if argv and argv[0] == "serve":
+        from examples.echo_cxr.serve import main as serve_main
+
+        return serve_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m examples.echo_cxr", description=__doc__.splitlines()[0])
     ap.add_argument("stage", choices=(*STAGES, "all"), help="stage to run, or all of them in order")
     ap.add_argument("--config", "-c", action="append", default=None,
