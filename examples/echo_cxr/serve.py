@@ -17,6 +17,7 @@ listens on 127.0.0.1 only and never opens a share link.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -201,12 +202,20 @@ def build_app(models: Models, examples: dict[str, list[Path]]):
                                    interactive=side_ok, elem_id="side")
                 go = gr.Button("Generate report", variant="primary", elem_id="generate")
             with gr.Column(scale=2):
-                report_a = gr.Textbox(label="report", lines=8, interactive=False, elem_id="report-a")
-                stats_a = gr.Textbox(label="live statistics", lines=1, interactive=False, elem_id="stats-a")
+                report_a = gr.Textbox(label="report (AR when side by side)", lines=8, interactive=False, elem_id="report-a")
+                stats_a = gr.Textbox(label="live statistics (AR when side by side)", lines=1, interactive=False, elem_id="stats-a")
                 report_b = gr.Textbox(label="report (ECHO, side by side)", lines=8, interactive=False,
                                       elem_id="report-b")
                 stats_b = gr.Textbox(label="live statistics (ECHO)", lines=1, interactive=False, elem_id="stats-b")
-        example.change(lambda name: [str(p) for p in examples.get(name, [])], example, preview)
+
+        def study(up, ex):  # the images a click decodes: the upload if any, else the bundled study
+            try:
+                return _images(up, ex, examples)
+            except ValueError:
+                return []
+
+        example.change(study, [upload, example], preview)
+        upload.change(study, [upload, example], preview)
 
         def run(up, ex, var, side_by_side, lang):
             yield from stream(models, examples, up, ex, var, side_by_side, lang)
@@ -241,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"echo_cxr serve: {e}", file=sys.stderr)
         return 2
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the page never phones home
     examples = example_studies(cfg, Workspace(cfg).root / "serve" / "examples")
     app = build_app(models, examples)
     app.queue().launch(server_name="127.0.0.1", server_port=a.port, share=False,
