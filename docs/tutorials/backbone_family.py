@@ -7,35 +7,36 @@ Runs on one CPU core in a few seconds (tests/docs/test_tutorials.py executes it)
 
 # --8<-- [start:unknown]
 import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+from transformers import StableLmConfig, StableLmForCausalLM
 
 from blockdistill import BlockDiffusionLM, BlockSpec
 from blockdistill.models.families import BackboneFamily, register_family, registered_families
 
-# A tiny random GPT-NeoX (the Pythia architecture): a family blockdistill does not register.
+# A tiny random StableLM (partial RoPE, LayerNorm): a family blockdistill does not register.
 torch.manual_seed(0)
-neox = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                        intermediate_size=64, max_position_embeddings=128,
-                                        initializer_range=0.1)).eval()
+stablelm = StableLmForCausalLM(StableLmConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                              num_key_value_heads=4,
+                                              intermediate_size=64, max_position_embeddings=128,
+                                              initializer_range=0.1)).eval()
 spec = BlockSpec(block_size=4, mask_token_id=63, eos_token_id=62, pad_token_id=62)
 try:
-    BlockDiffusionLM(neox, spec)
+    BlockDiffusionLM(stablelm, spec)
 except ValueError as err:
-    print(err)   # no backbone family registered for model_type='gpt_neox'; registered: [...]
+    print(err)   # no backbone family registered for model_type='stablelm'; registered: [...]
 # --8<-- [end:unknown]
 
 
 # --8<-- [start:minimal]
-class GPTNeoXFamily(BackboneFamily):
-    """GPT-NeoX / Pythia: ``get_decoder()``, ``get_output_embeddings()`` and RoPE positions
+class StableLmFamily(BackboneFamily):
+    """StableLM: ``get_decoder()``, ``get_output_embeddings()`` and RoPE positions
     ``0..n-1`` are exactly the defaults, so the family only names its model type."""
 
-    name = "gpt_neox"
-    model_types = ("gpt_neox",)
+    name = "stablelm"
+    model_types = ("stablelm",)
 
 
-register_family(GPTNeoXFamily())
-bd = BlockDiffusionLM(neox, spec)
+register_family(StableLmFamily())
+bd = BlockDiffusionLM(stablelm, spec)
 print("registered:", sorted(registered_families()))
 # --8<-- [end:minimal]
 
@@ -76,8 +77,8 @@ def check_family(bd: BlockDiffusionLM, hf_logits, vocab: int) -> None:
     assert fused.stats.nfe == 1 + 4
 
 
-check_family(bd, lambda ids: neox(ids).logits, vocab=64)
-print("gpt_neox family: all checks passed")
+check_family(bd, lambda ids: stablelm(ids).logits, vocab=64)
+print("stablelm family: all checks passed")
 # --8<-- [end:checks]
 
 

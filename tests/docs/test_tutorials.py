@@ -19,7 +19,7 @@ EXAMPLES = {
     "custom_targets": (["docs/tutorials/custom_targets.py"],
                        ["mean-field argmax [0, 0] p = 0.0", "passed: test_first_step_marginals_fall_into_the_trap"]),
     "backbone_family": (["docs/tutorials/backbone_family.py"],
-                        ["no backbone family registered for model_type='gpt_neox'",
+                        ["no backbone family registered for model_type='stablelm'",
                          "default positions: check 1 fails", "offset_gpt2 family: all checks passed"]),
     "layout_example": (["docs/concepts/layout_example.py"], ["n = 12, s = 4", "full duplication slots: 24"]),
 }

@@ -162,6 +162,9 @@ class BlockDiffusionLM(nn.Module):
         atomic_save_pretrained(self.model, path, tokenizer=tokenizer, **kwargs)
 
     def set_attn_backend(self, backend: str) -> None:
+        """Use ``backend``; where the family's HF class refuses it, the one the family picks
+        (:meth:`BackboneFamily.attn_implementation`: Gemma-2 asked for ``sdpa`` runs ``eager``)."""
+        backend = self.family.attn_implementation(self.model, backend)
         impl = hf_attn_implementation(backend)
         self.model.set_attn_implementation(impl) if hasattr(self.model, "set_attn_implementation") else None
         self.attn_backend = backend
@@ -210,8 +213,9 @@ class BlockDiffusionLM(nn.Module):
                             num_queries=num_queries, cache=cache, attn_mask=attn_mask)
 
     def logits(self, hidden: Tensor) -> Tensor:
-        """LM head on ``(..., D)`` hidden states -> ``(..., V)`` float logits."""
-        return self.family.lm_head(self.model)(hidden).float()
+        """LM head on ``(..., D)`` hidden states -> ``(..., V)`` float logits, with every transform
+        the family's own forward applies after the head (soft-capping, logit scaling)."""
+        return self.family.head_logits(self.model, hidden).float()
 
     def forward(self, *args: Any, **kwargs: Any) -> Tensor:
         return self.diffusion_logits(*args, **kwargs)
@@ -303,13 +307,14 @@ def causal_logits(model: nn.Module, input_ids: Tensor, seq_lens: Tensor, keep: T
     code path (and the same mask definition) as every later stage.
     """
     family = family_for(model)
+    attn_backend = family.attn_implementation(model, attn_backend)
     n = input_ids.shape[1]
     lay = clean_layout(seq_lens, 1, width=n)
     emb = family.embed(model, input_ids, vision)
     pos, _ = family.positions(model, input_ids, lay.valid, vision)
     hidden = run_backbone(model, family, attn_backend, emb, lay.positions(pos), lay)
     hidden = hidden.gather(1, keep[..., None].expand(-1, -1, hidden.shape[-1]))
-    return family.lm_head(model)(hidden).float()
+    return family.head_logits(model, hidden).float()
 
 
 def atomic_save_pretrained(model: nn.Module | None, path: str | os.PathLike, tokenizer: Any = None,

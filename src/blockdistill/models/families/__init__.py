@@ -6,17 +6,26 @@ Adding a family means adding one file with a :class:`BackboneFamily` subclass an
 """
 
 from blockdistill.models.families.base import (
+    REFUSED,
     BackboneFamily,
     VisionInputs,
     family_for,
     register_family,
     registered_families,
 )
+from blockdistill.models.families.gemma import GemmaSoftcapFamily
+from blockdistill.models.families.moe import MoEFamily
 from blockdistill.models.families.qwen2_5_vl import Qwen25VLFamily
+from blockdistill.models.families.scaled import CohereFamily, GraniteFamily
 from blockdistill.models.families.text import TextFamily
 
 __all__ = [
+    "REFUSED",
     "BackboneFamily",
+    "CohereFamily",
+    "GemmaSoftcapFamily",
+    "GraniteFamily",
+    "MoEFamily",
     "Qwen25VLFamily",
     "TextFamily",
     "VisionInputs",

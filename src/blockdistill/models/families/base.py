@@ -55,6 +55,24 @@ class BackboneFamily:
     def lm_head(self, model: nn.Module) -> nn.Module:
         return model.get_output_embeddings()
 
+    def head_logits(self, model: nn.Module, hidden: Tensor) -> Tensor:
+        """``(..., D)`` decoder output -> ``(..., V)`` logits exactly as the family's own
+        ``*ForCausalLM.forward`` computes them: the LM head, then any transform HF applies after
+        it (Gemma-2/3 final soft-capping, Granite's ``logits_scaling``, Cohere's ``logit_scale``).
+        Override :meth:`transform_logits` for such a transform."""
+        return self.transform_logits(model, self.lm_head(model)(hidden))
+
+    def transform_logits(self, model: nn.Module, logits: Tensor) -> Tensor:
+        """What the family's forward does to the LM head's output (default: nothing)."""
+        return logits
+
+    def attn_implementation(self, model: nn.Module, backend: str) -> str:
+        """The library backend to use when ``backend`` is asked for: a family whose HF class
+        refuses SDPA (Gemma-2: soft-capped attention scores) runs ``eager`` with additive masks."""
+        if backend == "sdpa" and getattr(type(model), "_supports_sdpa", True) is False:
+            return "eager"
+        return backend
+
     def input_embeddings(self, model: nn.Module) -> nn.Embedding:
         return model.get_input_embeddings()
 
@@ -87,6 +105,21 @@ class BackboneFamily:
 
 _REGISTRY: dict[str, BackboneFamily] = {}
 
+REFUSED: dict[str, str] = {
+    "mamba": "a state-space model: it has no attention, so there is no mask to make block-causal",
+    "mamba2": "a state-space model: it has no attention, so there is no mask to make block-causal",
+    "falcon_mamba": "a state-space model: it has no attention, so there is no mask to make block-causal",
+    "rwkv": "a recurrent model: it has no attention, so there is no mask to make block-causal",
+    "recurrent_gemma": "its recurrent (RG-LRU) layers mix tokens strictly left to right whatever the mask says",
+    "jamba": "its Mamba layers mix tokens strictly left to right whatever the attention mask says",
+    "falcon_h1": "its Mamba layers mix tokens strictly left to right whatever the attention mask says",
+    "bamba": "its Mamba layers mix tokens strictly left to right whatever the attention mask says",
+    "zamba": "its Mamba layers mix tokens strictly left to right whatever the attention mask says",
+    "zamba2": "its Mamba layers mix tokens strictly left to right whatever the attention mask says",
+    "lfm2": "its short-convolution layers mix tokens strictly left to right whatever the attention mask says",
+}
+"""``model_type`` values that cannot run block masks, with the reason :func:`family_for` gives."""
+
 
 def register_family(family: BackboneFamily) -> BackboneFamily:
     """Make ``family`` serve every ``model_type`` in ``family.model_types``."""
@@ -104,6 +137,9 @@ def family_for(model: nn.Module) -> BackboneFamily:
     mt = getattr(model.config, "model_type", None)
     if mt in _REGISTRY:
         return _REGISTRY[mt]
+    if mt in REFUSED:
+        raise ValueError(f"model_type={mt!r} cannot be driven as a block-diffusion model: {REFUSED[mt]}. "
+                         "Block diffusion needs every token-mixing layer to follow the block attention mask.")
     raise ValueError(
         f"no backbone family registered for model_type={mt!r}; registered: {sorted(_REGISTRY)}. "
         "Add one with blockdistill.models.families.register_family (see docs: 'Add a backbone family')."
