@@ -1,10 +1,13 @@
 """Runs ``blockdistill`` (or an ECHO stage) in this process with a fault injected for real.
 
-    python -m tests.reliability.runner [--kill-at K] [--nan-at K [--nan-rank R]] -- cli|echo ARGS...
+    python -m tests.reliability.runner [--kill-at K] [--nan-at K [--nan-rank R]] [--kill-after-batches N]
+        -- cli|echo ARGS...
 
 ``--kill-at K``: SIGKILL this process at the start of optimiser step K+1 (after the checkpoint
 of step K was written, mid-epoch). ``--nan-at K``: the loss of step K+1 (on rank R, default
-every rank) and of every later step is NaN. Faults are added through a patched
+every rank) and of every later step is NaN. ``--kill-after-batches N``: SIGKILL a running
+``collect`` right after its trajectory writer took its N-th batch (the shards full by then are
+on disk and listed). Faults are added through a patched
 ``build_trainer``; the library itself has no test hook.
 """
 
@@ -50,6 +53,7 @@ def main() -> int:
     ap.add_argument("--kill-at", type=int)
     ap.add_argument("--nan-at", type=int)
     ap.add_argument("--nan-rank", type=int)
+    ap.add_argument("--kill-after-batches", type=int)
     ap.add_argument("what", choices=["cli", "echo"])
     ap.add_argument("args", nargs=argparse.REMAINDER)
     a = ap.parse_args()
@@ -66,6 +70,20 @@ def main() -> int:
         return orig(cfg, callbacks=[*(callbacks or []), *extra], **kw)
 
     rt.build_trainer = patched
+    if a.kill_after_batches is not None:
+        from blockdistill.lightning.collect import TrajectoryWriter
+
+        orig_write, seen = TrajectoryWriter.write_on_batch_end, []
+
+        def write_then_die(self, *args, **kw):
+            orig_write(self, *args, **kw)
+            seen.append(1)
+            if len(seen) >= a.kill_after_batches:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        TrajectoryWriter.write_on_batch_end = write_then_die
     args = [x for x in a.args if x != "--"]
     if a.what == "cli":
         from blockdistill.cli import main as cli

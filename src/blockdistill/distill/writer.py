@@ -11,40 +11,91 @@ ranks never overlap. Every file is written to a temporary name and moved into pl
 ``os.replace``; a shard counts only once its manifest lists it. On resume, the ids listed in
 every rank manifest (written *or* dropped) are skipped, and a rank deletes its own shards that
 no manifest lists (a crash between the two renames), so nothing is lost or duplicated.
+
+Resuming verifies before it skips: an id counts as done only when its shard exists and matches
+the sha256 its manifest recorded. A rank *regenerates* its own damaged shards: the entry is taken
+out of its manifest (recorded under ``regenerated`` with the reason), the file deleted, and its
+examples are decoded again by this run. A directory that another teacher (weights hash), another
+unmasking policy or other decode settings produced is refused (:class:`CollectionMismatchError`,
+naming each field, both values and the manifest) instead of appended to.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
+import warnings
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from blockdistill.config import ConfigError
 from blockdistill.distill.filters import TrajectoryFilter
 from blockdistill.distill.records import FORMAT, TrajectoryRecord, save_records
+from blockdistill.utils.checksum import DamagedFileError, sha256_file
 
-__all__ = ["MANIFEST", "CorruptShardError", "ShardWriter", "done_ids", "finalize_manifest", "read_rank_manifests",
-           "sha256_file"]
+__all__ = ["MANIFEST", "CollectionMismatchError", "CorruptShardError", "ShardWriter", "check_producer", "done_ids",
+           "finalize_manifest", "read_rank_manifests", "sha256_file", "shard_damage"]
 
 MANIFEST = "manifest.json"
 _RANK_MANIFEST = re.compile(r"^manifest-r(\d+)\.json$")
 
 
-class CorruptShardError(RuntimeError):
+class CorruptShardError(DamagedFileError):
     """A shard's bytes do not match the checksum its manifest recorded (or it is missing)."""
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+class CollectionMismatchError(ConfigError):
+    """A collection directory holds trajectories of another teacher, policy or decode settings."""
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _digest(path: Path) -> str:
+    """sha256 of ``path``, cached per (inode, size, mtime) so a resume hashes each shard once."""
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
+
+
+def shard_damage(directory: Path, entry: dict[str, Any]) -> str | None:
+    """Why the shard a manifest ``entry`` lists cannot be used (missing, empty, checksum), or None."""
+    path = directory / entry["file"]
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size == 0:
+        return "empty (0 bytes)"
+    digest = _digest(path)
+    if digest != entry["sha256"]:
+        return f"sha256 {digest[:16]}... does not match the manifest's {entry['sha256'][:16]}... (truncated or modified)"
+    return None
+
+
+def check_producer(directory: str | Path, producer: dict[str, Any]) -> None:
+    """Refuse to append to ``directory`` when a rank manifest there records another producer
+    (teacher weights, policy, decode settings) than ``producer``, or none while it holds records."""
+    directory = Path(directory)
+    for rank, man in sorted(read_rank_manifests(directory).items()):
+        where = _rank_manifest_path(directory, rank)
+        theirs = man.get("producer")
+        if theirs is None:
+            if man["shards"] or man["dropped"]:
+                raise CollectionMismatchError(
+                    f"output_dir: {where} records no producer (written by an older blockdistill), so appending "
+                    f"could mix trajectories of two teachers; use a new output_dir or delete {directory}")
+            continue
+        diff = [f"{k}: {theirs.get(k)!r} there, {producer.get(k)!r} in this run"
+                for k in sorted(set(theirs) | set(producer)) if theirs.get(k) != producer.get(k)]
+        if diff:
+            raise CollectionMismatchError(
+                f"output_dir: {directory} holds trajectories of another teacher or decoding ({where}): "
+                + "; ".join(diff) + f". Appending would mix them: use a new output_dir, or delete {directory} "
+                "to collect again")
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -81,11 +132,14 @@ def read_rank_manifests(directory: str | Path) -> dict[int, dict[str, Any]]:
 
 
 def done_ids(directory: str | Path) -> set[str]:
-    """Ids already handled in ``directory`` (written to a listed shard, or dropped)."""
+    """Ids already handled in ``directory``: written to a listed shard that exists and matches its
+    sha256, or dropped. The ids of a damaged shard are not done: a resumed run decodes them again."""
+    directory = Path(directory)
     ids: set[str] = set()
     for man in read_rank_manifests(directory).values():
         for shard in man["shards"]:
-            ids.update(shard["example_ids"])
+            if shard_damage(directory, shard) is None:
+                ids.update(shard["example_ids"])
         ids.update(man["dropped"])
     return ids
 
@@ -99,17 +153,24 @@ class ShardWriter:
     """
 
     def __init__(self, directory: str | Path, rank: int = 0, shard_size: int = 256,
-                 filter: TrajectoryFilter | None = None, meta: dict[str, Any] | None = None) -> None:
+                 filter: TrajectoryFilter | None = None, meta: dict[str, Any] | None = None,
+                 producer: dict[str, Any] | None = None) -> None:
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.rank, self.shard_size, self.filter = rank, shard_size, filter
         self._path = _rank_manifest_path(self.directory, rank)
+        if producer is not None:
+            producer = json.loads(json.dumps(producer))  # as a manifest reads back (tuples -> lists)
+            check_producer(self.directory, producer)
         mans = read_rank_manifests(self.directory)
         self.manifest: dict[str, Any] = mans.get(rank) or {"format": FORMAT, "rank": rank, "shards": [], "dropped": {}}
         if meta:
             self.manifest.setdefault("meta", {}).update(meta)
+        if producer is not None:
+            self.manifest["producer"] = producer
+        self.regenerated = self._drop_damaged()
         self._seen = done_ids(self.directory)
         self._buffer: list[TrajectoryRecord] = []
         self.written = 0
@@ -118,6 +179,22 @@ class ShardWriter:
         self._cleanup()
         listed = [int(s["file"].rsplit("-", 1)[1].split(".")[0]) for s in self.manifest["shards"]]
         self._next = max(listed, default=-1) + 1
+
+    def _drop_damaged(self) -> list[dict[str, str]]:
+        """Take this rank's damaged shards out of its manifest (their examples are decoded again);
+        the files themselves go in :meth:`_cleanup`. Returns ``[{"file", "reason"}]``."""
+        bad = []
+        for entry in list(self.manifest["shards"]):
+            reason = shard_damage(self.directory, entry)
+            if reason is not None:
+                self.manifest["shards"].remove(entry)
+                bad.append({"file": entry["file"], "reason": reason, "examples": len(entry["example_ids"])})
+                warnings.warn(f"{self.directory / entry['file']}: {reason}; regenerating its "
+                              f"{len(entry['example_ids'])} examples", stacklevel=3)
+        if bad:
+            self.manifest.setdefault("regenerated", []).extend(bad)
+            _atomic_write_text(self._path, json.dumps(self.manifest, indent=1))
+        return bad
 
     def _cleanup(self) -> None:
         """Remove this rank's temporary files and shards no manifest lists (a crash mid-write)."""
@@ -201,6 +278,8 @@ def finalize_manifest(directory: str | Path) -> dict[str, Any]:
         "shards": shards,
         "ranks": sorted(mans),
         "meta": meta,
+        "producer": next((m["producer"] for m in mans.values() if "producer" in m), None),
+        "regenerated": [r for m in mans.values() for r in m.get("regenerated", [])],
     }
     _atomic_write_text(directory / MANIFEST, json.dumps(summary, indent=1))
     return summary

@@ -122,20 +122,24 @@ class CollectSystem(L.LightningModule):
 class TrajectoryWriter(BasePredictionWriter):
     """Writes predicted records to ``directory`` as this rank's shards (see :mod:`~blockdistill.distill.writer`).
 
+    ``producer`` (teacher weights hash, policy, decode settings) is recorded in the manifests, and a
+    directory another producer wrote is refused; damaged shards already there are regenerated.
+
     On an exception (e.g. Ctrl-C) the records already decoded are flushed, so a resumed run
     redoes only the unfinished ones. Rank 0 merges the manifests into ``manifest.json`` at the end.
     """
 
     def __init__(self, directory: str | Path, shard_size: int = 256, filter: TrajectoryFilter | None = None,
-                 meta: dict[str, Any] | None = None) -> None:
+                 meta: dict[str, Any] | None = None, producer: dict[str, Any] | None = None) -> None:
         super().__init__(write_interval="batch")
         self.directory, self.shard_size, self.filter, self.meta = Path(directory), shard_size, filter, meta
+        self.producer = producer
         self.writer: ShardWriter | None = None
         self.summary: dict[str, Any] | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.writer = ShardWriter(self.directory, rank=trainer.global_rank, shard_size=self.shard_size,
-                                  filter=self.filter, meta=self.meta)
+                                  filter=self.filter, meta=self.meta, producer=self.producer)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
                            dataloader_idx) -> None:

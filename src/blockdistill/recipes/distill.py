@@ -34,7 +34,7 @@ from blockdistill.lightning.dcd import DCDSystem
 from blockdistill.models.adapter import BlockDiffusionLM
 from blockdistill.recipes.train import Data, StageResult, fit, save_trained
 
-__all__ = ["collect", "predict_trainer", "train_dcd", "trajectory_data"]
+__all__ = ["collect", "collection_producer", "predict_trainer", "train_dcd", "trajectory_data"]
 
 
 def predict_trainer(trainer: TrainerConfig, callbacks: list | None = None) -> L.Trainer:
@@ -53,14 +53,32 @@ def collect(teacher: BlockDiffusionLM, prompts: PromptDataModule, *, decode: Tea
     ``out_dir`` (``prompts`` built with ``skip_done_in=out_dir`` resumes an interrupted run).
 
     ``meta`` (e.g. the teacher's path) is stored in the manifest next to the decoding settings.
+    The producer (:func:`collection_producer`: the teacher's weights hash, its block rules, the
+    policy and every decode setting) is recorded too, and a resume into an ``out_dir`` another
+    producer wrote is refused (:class:`~blockdistill.distill.writer.CollectionMismatchError`).
     Returns the merged manifest on global rank zero, else None.
     """
     meta = {"block_size": teacher.block_size, "tau": decode.tau, "top_k": decode.top_k,
             "max_new_tokens": decode.max_new_tokens, "cache": decode.cache, **(meta or {})}
-    writer = TrajectoryWriter(out_dir, shard_size=shard_size, filter=decode.trajectory_filter(), meta=meta)
+    writer = TrajectoryWriter(out_dir, shard_size=shard_size, filter=decode.trajectory_filter(), meta=meta,
+                              producer=collection_producer(teacher, decode))
     tr = predict_trainer(trainer, callbacks=[writer])
     tr.predict(CollectSystem(teacher, **decode.collector_kwargs()), prompts, return_predictions=False)
     return writer.summary
+
+
+def collection_producer(teacher: BlockDiffusionLM, decode: TeacherDecodeConfig) -> dict[str, Any]:
+    """What makes two collections' trajectories comparable: the teacher's weights
+    (:func:`~blockdistill.utils.checksum.weights_sha256`), its block rules, the unmasking policy
+    and every ``decode`` setting (flat ``decode.<field>`` keys)."""
+    from dataclasses import asdict
+
+    from blockdistill.utils.checksum import weights_sha256
+
+    return {"teacher_weights_sha256": weights_sha256(teacher.model),
+            **{f"block.{k}": v for k, v in sorted(asdict(teacher.spec).items())},
+            "policy": repr(decode.policy()),
+            **{f"decode.{k}": v for k, v in sorted(asdict(decode).items())}}
 
 
 def trajectory_data(directory: str | os.PathLike, *, pad_token_id: int, batch_size: int, num_workers: int = 0,

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 __all__ = ["DIR_MANIFEST", "DamagedFileError", "read_sums", "sha256_file", "sidecar", "verify_dir",
-           "verify_file", "verify_model_dir", "write_dir_manifest", "write_sidecar"]
+           "verify_file", "verify_model_dir", "weights_sha256", "write_dir_manifest", "write_sidecar"]
 
 DIR_MANIFEST = "checksums.sha256"
 
@@ -140,3 +140,16 @@ def verify_model_dir(path: str | os.PathLike) -> bool:
     return verify_dir(path, f"Do not use this model: save it again (rerun the stage that wrote {path}) or restore "
                             f"the directory from a copy; if you changed a file on purpose, delete {DIR_MANIFEST} "
                             "there to load it unverified")
+
+
+def weights_sha256(module) -> str:
+    """sha256 over a module's state dict: every entry's name, dtype, shape and bytes, in name order
+    (the identity of a teacher, however it was loaded). Reads every weight once."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
