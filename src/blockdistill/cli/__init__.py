@@ -6,6 +6,10 @@
     blockdistill train-dcd --config dcd.yaml trajectories=runs/dcd/trajectories
     blockdistill show-config train-rad   # print the full default config as YAML
 
+``--config`` is a YAML file, or the name of one of the configs shipped inside the package
+(``-c tiny/rad``, also ``configs/tiny/rad.yaml``), used when no such file exists: they work
+from an installed wheel, outside a checkout (:func:`config_path`).
+
 A config error, found while loading or while a stage checks it against the saved model, is
 printed as one line naming the field (no traceback) and exits with status 2.
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 from blockdistill.cli import distill, interop, train
@@ -35,7 +40,30 @@ from blockdistill.config import (
 )
 from blockdistill.utils.checksum import DamagedFileError
 
-__all__ = ["COMMANDS", "Command", "main"]
+__all__ = ["COMMANDS", "Command", "config_path", "main", "packaged_configs"]
+
+
+def packaged_configs() -> list[str]:
+    """Names of the configs shipped as package data (``tiny/rad``, ...)."""
+    from importlib.resources import files
+
+    root = Path(str(files("blockdistill") / "configs"))
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.glob("*/*.yaml"))
+
+
+def config_path(name: str | None) -> str | None:
+    """``name`` when it is an existing file (or None); else the packaged config it names
+    (``tiny/rad``, ``tiny/rad.yaml`` or ``configs/tiny/rad.yaml``); else a ConfigError listing them."""
+    if name is None or Path(name).exists():
+        return name
+    from importlib.resources import files
+
+    root = Path(str(files("blockdistill") / "configs"))
+    stem = name.removeprefix("configs/").removesuffix(".yaml")
+    if (root / f"{stem}.yaml").is_file():
+        return str(root / f"{stem}.yaml")
+    raise ConfigError(f"--config {name!r}: no such file, and not a packaged config (those are: "
+                      f"{', '.join(packaged_configs())})")
 
 
 class Command(NamedTuple):
@@ -68,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name, cmd in COMMANDS.items():
         p = sub.add_parser(name, help=cmd.help)
-        p.add_argument("--config", "-c", help="YAML config file")
+        p.add_argument("--config", "-c", help="YAML config file, or a packaged config by name (tiny/rad)")
         p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4")
     p = sub.add_parser("show-config", help="print a command's full default config")
     p.add_argument("name", choices=sorted(COMMANDS))
@@ -80,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cmd = COMMANDS[args.cmd]
     try:
-        cmd.run(load_config(cmd.config, args.config, args.overrides))
+        cmd.run(load_config(cmd.config, config_path(args.config), args.overrides))
     except ConfigError as e:
         print(f"blockdistill {args.cmd}: invalid config: {e}", file=sys.stderr)
         return 2
