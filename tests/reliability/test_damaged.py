@@ -19,7 +19,13 @@ from blockdistill.config import NoiseConfig, OptimConfig, TrainerConfig
 from blockdistill.lightning import RADSystem
 from blockdistill.lightning.checkpoint_io import VerifiedCheckpointIO
 from blockdistill.recipes import fit
-from blockdistill.utils.checksum import DIR_MANIFEST, DamagedFileError, read_sums, sha256_file, sidecar
+from blockdistill.utils.checksum import (
+    DIR_MANIFEST,
+    DamagedFileError,
+    read_sums,
+    sha256_file,
+    sidecar,
+)
 from tests.reliability.test_nan import setup
 
 

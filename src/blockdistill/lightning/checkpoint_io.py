@@ -27,7 +27,14 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
-from blockdistill.utils.checksum import DamagedFileError, read_sums, sha256_file, sidecar, verify_file, write_sidecar
+from blockdistill.utils.checksum import (
+    DamagedFileError,
+    read_sums,
+    sha256_file,
+    sidecar,
+    verify_file,
+    write_sidecar,
+)
 
 __all__ = ["VerifiedCheckpointIO", "load_checkpoint"]
 

@@ -175,7 +175,6 @@ def load_lora(bd: BlockDiffusionLM, path: str | os.PathLike, *, merge: bool = Fa
     when the adapter names layers ``bd`` does not have.
     """
     from blockdistill.models.adapter import BlockSpec
-
     from blockdistill.utils.checksum import verify_model_dir
 
     path = Path(path)
