@@ -53,8 +53,10 @@ lint: $(STAMP)
 
 # The tiny ECHO pipeline end to end on CPU, offline: data, curation of the real IU-Xray reports,
 # AR, RAD (L=4, 8), trajectory collection, DCD, evaluation and runs/demo/report.md.
+# The start time is taken before the install step: results.json records the wall time set-up included.
+demo: DEMO_START := $(shell date +%s.%N)
 demo: $(STAMP)
-	PYTHONPATH=src:. $(BIN)/python -m examples.echo_cxr all --config examples/echo_cxr/configs/tiny $(ARGS)
+	PYTHONPATH=src:. $(BIN)/python -m examples.echo_cxr all --config examples/echo_cxr/configs/tiny --started-at $(DEMO_START) $(ARGS)
 
 # The second example: SmolLM2-135M drafts the real IU-Xray reports from their MeSH codes, AR -> RAD
 # -> DCD -> evaluation -> runs/demo-text/report.md (CPU, offline, resumable per stage; longer than

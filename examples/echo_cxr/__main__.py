@@ -14,11 +14,15 @@ YAML file. Finished stages are skipped unless ``--force``; interrupted ones resu
 
 from __future__ import annotations
 
-import argparse
-import sys
+import time
 
-from blockdistill.config import ConfigError
-from examples.echo_cxr.config import STAGES, load_echo_config
+_STARTED = time.time()  # before the heavy imports: they are part of the command's set-up
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+
+from blockdistill.config import ConfigError  # noqa: E402
+from examples.echo_cxr.config import STAGES, load_echo_config  # noqa: E402
 
 DEFAULT_CONFIG = "examples/echo_cxr/configs/tiny"
 
@@ -38,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", "-c", action="append", default=None,
                     help="config folder or YAML file; repeat to layer more (e.g. a size folder, then rad_L8.yaml)")
     ap.add_argument("--force", action="store_true", help="rerun stages even if the manifest says they are done")
+    ap.add_argument("--started-at", type=float, default=None,
+                    help="epoch seconds the command began (`make demo` passes it, so installing counts too)")
     ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. ar.trainer.max_steps=100")
     args = ap.parse_intermixed_args(argv)  # overrides may come before or after --config
     try:
@@ -48,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from examples.echo_cxr.pipeline import run
 
-    run(cfg, STAGES if args.stage == "all" else (args.stage,), force=args.force)
+    run(cfg, STAGES if args.stage == "all" else (args.stage,), force=args.force,
+        started_at=args.started_at if args.started_at is not None else _STARTED)
     return 0
 
 

@@ -223,6 +223,10 @@ class EvalSection:
     """Batch size of the speed measurement (tokens/s, TPF, NFE): 1, as latency is measured in the paper."""
     speed_samples: int = 24
     """Held-out studies decoded one at a time, per variant, for the speed columns (0: use the quality run's)."""
+    forward_cost_repeats: int = 20
+    """Repeats of each timed forward of ECHO's speed-up limit L*t(1)/t(2L) on this machine (0: not measured)."""
+    repetition_n: int = 4
+    """n of the repetition rate (token n-grams; each Chinese character is a token)."""
     max_new_tokens: int = 160
     """Token budget per report."""
     semscore: bool = True

@@ -57,7 +57,8 @@ VARIANTS: tuple[str, ...] = ("ar", "base_multistep_L4", "base_multistep_L8", "ba
 MODEL_KEYS: tuple[str, ...] = ("ar", "base_L4", "base_L8", "echo_L8")
 """Keys of the ``models`` mapping :func:`echo_variants` takes."""
 ROW_KEYS: tuple[str, ...] = ("variant", "lang", "clinical_macro_f1", "clinical_micro_f1", "rouge_l", "bleu4",
-                             "cider_d", "semscore", "tokens_per_s", "tpf", "nfe", "n")
+                             "cider_d", "semscore", "repetition_rate", "tokens_per_s", "tokens_per_s_decode", "tpf",
+                             "nfe", "n")
 """The demo's ``results.json`` row schema (``semscore`` is None when SemScore is off)."""
 
 # variant -> (model key, policy or None for AR, block size the model must have)
@@ -154,7 +155,8 @@ def echo_row(row: Mapping[str, Any]) -> dict[str, Any]:
     (``forwards_per_sample``), so ``tpf`` = mean generated length / ``nfe``."""
     return {"variant": row["variant"], "lang": row["lang"], "clinical_macro_f1": row["clinical_macro_f1"],
             "clinical_micro_f1": row["clinical_micro_f1"], "rouge_l": row["rouge_l"], "bleu4": row["bleu_4"],
-            "cider_d": row["cider_d"], "semscore": row.get("semscore"), "tokens_per_s": row["tokens_per_s"],
+            "cider_d": row["cider_d"], "semscore": row.get("semscore"), "repetition_rate": row["repetition_rate"],
+            "tokens_per_s": row["tokens_per_s"], "tokens_per_s_decode": row["tokens_per_s_decode"],
             "tpf": row["tpf"], "nfe": row["forwards_per_sample"], "n": row["n"]}
 
 
@@ -228,13 +230,14 @@ def run_echo_eval(
     samples: int = 3,
     warmup: int = 0,
     progress: bool = True,
+    repetition_n: int = 4,
 ) -> dict[str, Any]:
     """Evaluate ``variants`` on ``examples`` (ECHO processor samples: a list or a ``Dataset``).
 
     Writes ``results.json`` and ``results.md`` into ``out_dir`` when given (atomically) and
     returns the :func:`echo_results` dict.
     """
-    report = evaluate_variants(variants, examples, tokenizer, metrics=TextMetrics(semscore=semscore),
+    report = evaluate_variants(variants, examples, tokenizer, metrics=TextMetrics(semscore=semscore, repetition_n=repetition_n),
                                scorers={"clinical": clinical or ClinicalScorer()}, batch_size=batch_size,
                                warmup=warmup, progress=progress)
     results = echo_results(report, samples)

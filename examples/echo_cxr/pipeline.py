@@ -150,9 +150,10 @@ def run_stages(stages: Sequence[str], *, manifest: Manifest, fingerprint: Callab
     return manifest.data
 
 
-def run(cfg: EchoConfig, stages: Sequence[str] = STAGES, force: bool = False,
+def run(cfg: EchoConfig, stages: Sequence[str] = STAGES, force: bool = False, started_at: float | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run ``stages`` in pipeline order; returns the manifest."""
+    """Run ``stages`` in pipeline order; returns the manifest. ``started_at`` (a ``time.time()``)
+    is when the command began, set-up included: the report stage records the wall time since."""
     import torch
 
     if cfg.threads:
@@ -161,6 +162,12 @@ def run(cfg: EchoConfig, stages: Sequence[str] = STAGES, force: bool = False,
     ws.root.mkdir(parents=True, exist_ok=True)
     fns = stage_functions()
     order = [s for s in STAGES if s in stages and (s != "curate" or cfg.curate_iu)]
+
+    def call(stage: str) -> dict[str, Any]:
+        if stage == "report" and started_at is not None:
+            return fns[stage](cfg, ws, command_s=time.time() - started_at)
+        return fns[stage](cfg, ws)
+
     return run_stages(order, manifest=Manifest(ws.root / "manifest.json"), fingerprint=lambda s: fingerprint(cfg, s),
-                      outputs=lambda s: stage_outputs(cfg, ws, s), call=lambda s: fns[s](cfg, ws), tag="echo",
+                      outputs=lambda s: stage_outputs(cfg, ws, s), call=call, tag="echo",
                       force=force, log=log)

@@ -9,12 +9,13 @@ schema with the machine, per-finding F1 and sample reports. ``report`` turns it 
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from typing import Any
 
 import torch
 
-from blockdistill.evaluation import write_json
+from blockdistill.evaluation import forward_cost_limit, measure_speed, write_json
 from blockdistill.utils.machine import machine_info
 from examples.echo_cxr.config import EchoConfig
 from examples.echo_cxr.evaluate import (
@@ -59,26 +60,6 @@ def full_block_tpf(model, samples, n: int = 4, blocks: int = 4) -> float:
     return (stats[1].generated_tokens - stats[0].generated_tokens) / (stats[1].row_forwards - stats[0].row_forwards)
 
 
-def measure_speed(variants, data, tok, n: int, batch_size: int) -> dict[str, dict[str, float]]:
-    """tokens/s, TPF and decode forwards per report of each variant on the first ``n`` studies,
-    decoded ``batch_size`` at a time, variants interleaved study by study so machine noise hits
-    all of them alike."""
-    from blockdistill.evaluation import generate_split
-    from blockdistill.evaluation.stats import RunStats
-
-    subset = [data[i] for i in range(min(n, len(data)))]
-    totals = {v.name: RunStats() for v in variants}
-    for v in variants:  # untimed warm-up of each variant
-        generate_split(v, subset[:batch_size], tok, batch_size=batch_size, progress=False)
-    for start in range(0, len(subset), batch_size):
-        chunk = subset[start:start + batch_size]
-        for v in variants:
-            for stats in generate_split(v, chunk, tok, batch_size=batch_size, progress=False).stats.values():
-                totals[v.name] = totals[v.name].merge(stats)
-    return {name: {"tokens_per_s": s.tokens_per_s, "tokens_per_s_decode": s.tokens_per_s_decode, "tpf": s.tpf,
-                   "nfe": s.forwards_per_sample, "n": s.n} for name, s in totals.items()}
-
-
 def stage_eval(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
     e = cfg.eval
     t0 = time.perf_counter()
@@ -88,12 +69,13 @@ def stage_eval(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
     clinical = ClinicalScorer(findings=SYNTHETIC_FINDINGS, observed_only=False) \
         if cfg.data.source == "synthetic" else ClinicalScorer()
     results = run_echo_eval(variants, data, tok, out_dir=ws.root / "eval", semscore=e.semscore, clinical=clinical,
-                            batch_size=e.batch_size, samples=e.n_samples_in_report, warmup=1)
+                            batch_size=e.batch_size, samples=e.n_samples_in_report, warmup=1,
+                            repetition_n=e.repetition_n)
     write_echo_predictions(results, ws.records("eval"), ws.root / "eval")  # every report as an ECHO record
     speed = measure_speed(variants, data, tok, e.speed_samples, e.speed_batch_size) if e.speed_samples else {}
     for row in results["rows"]:
         if row["variant"] in speed:
-            row.update({k: speed[row["variant"]][k] for k in ("tokens_per_s", "tpf", "nfe")})
+            row.update({k: speed[row["variant"]][k] for k in ("tokens_per_s", "tokens_per_s_decode", "tpf", "nfe")})
     manifest = json.loads((ws.root / "manifest.json").read_text()) if (ws.root / "manifest.json").is_file() else {}
     wall = sum(v.get("wall_s", 0.0) for k, v in manifest.items() if k != "eval") + time.perf_counter() - t0
     out = {"machine": machine_info(), "wall_s": wall, "rows": results["rows"],
@@ -102,6 +84,11 @@ def stage_eval(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
            "samples": results["samples"], "variants": results["variants"], "by_source": results["by_source"]}
     if "echo_L8" in models:
         out["echo_full_block_tpf"] = full_block_tpf(models["echo_L8"], data)
+        if e.forward_cost_repeats:
+            # The context a decode forward sees on average: the prompt (image tokens included)
+            # and half the report budget.
+            ctx = int(statistics.fmean(len(s["prompt_ids"]) for s in data)) + e.max_new_tokens // 2
+            out["speed"]["forward_cost_limit"] = forward_cost_limit(models["echo_L8"], ctx, e.forward_cost_repeats)
     write_json(ws.root / "results.json", out)
     return {"rows": len(out["rows"]), "eval_s": time.perf_counter() - t0}
 
@@ -125,8 +112,14 @@ def training_settings(cfg: EchoConfig) -> list[dict[str, Any]]:
     return rows
 
 
-def stage_report(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
+def stage_report(cfg: EchoConfig, ws: Workspace, command_s: float | None = None) -> dict[str, Any]:
+    """``report.md`` from ``results.json``; ``command_s`` (the whole command's wall time so far, set-up
+    included) is recorded into ``results.json`` first."""
     from examples.echo_cxr.report import read_loss_curve, write_report
+
+    if command_s is not None:
+        results = json.loads((ws.root / "results.json").read_text())
+        write_json(ws.root / "results.json", {**results, "command_s": command_s})
 
     curves = {}
     for name in ["ar", *(f"rad_L{s}" for s in cfg.rad.block_sizes), f"dcd_L{cfg.collect.block_size}"]:

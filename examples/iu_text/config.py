@@ -210,7 +210,7 @@ class EvalSection:
     max_new_tokens: int = 256
     """Token budget per report."""
     repetition_ngram: int = 4
-    """n of the repetition rate (word n-grams)."""
+    """n of the repetition rate (token n-grams, :class:`blockdistill.metrics.RepetitionRate`)."""
     semscore: bool = True
     """MiniLM SemScore (the bundled encoder)."""
     n_samples_in_report: int = 4

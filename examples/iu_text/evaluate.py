@@ -20,9 +20,13 @@ import statistics
 import time
 from typing import Any
 
-import torch
-
-from blockdistill.evaluation import TextMetrics, evaluate_variants, write_json
+from blockdistill.evaluation import (
+    TextMetrics,
+    evaluate_variants,
+    forward_cost_limit,
+    measure_speed,
+    write_json,
+)
 from blockdistill.utils.machine import machine_info
 from examples.iu_text.config import TextConfig
 from examples.iu_text.data import Workspace
@@ -44,33 +48,6 @@ def load_models(ws: Workspace, variants: list[str]) -> tuple[dict[str, Any], Any
     return {k: load_model(ws.model_dir(_NEEDS[k]), tok) for k in keys}, tok
 
 
-@torch.no_grad()
-def forward_costs(model, context: int, repeats: int, seed: int = 1) -> dict[str, float]:
-    """Median seconds of one cached forward, batch 1, over 1 and over 2L new tokens (LM head on
-    min(n, L) rows, as AR and a fused block need) at a prefilled context of ``context`` tokens;
-    the two are timed in alternation so machine noise hits both alike."""
-    from blockdistill.sampling.hf import HFDenoiser
-
-    den, size = HFDenoiser(model), model.spec.block_size
-    ctx = max(size, (context // size) * size)
-    g = torch.Generator().manual_seed(seed)
-    vocab = model.spec.mask_token_id
-    ids = torch.randint(0, vocab, (1, ctx + 1), generator=g)
-    state, _ = den.prefill(ids, torch.tensor([ctx + 1]))
-    times: dict[int, list[float]] = {1: [], 2 * size: []}
-    for r in range(repeats + 1):
-        for n in times:
-            q = torch.randint(0, vocab, (1, n), generator=g)
-            idx = torch.arange(ctx, ctx + n)[None]
-            at = torch.arange(n - min(n, size), n)[None]
-            t = time.perf_counter()
-            den.forward(state, q, idx, 0, at)
-            if r:  # the first round is warm-up
-                times[n].append(time.perf_counter() - t)
-    t1, t2 = statistics.median(times[1]), statistics.median(times[2 * size])
-    return {"t1_s": t1, "t2L_s": t2, "block_size": size, "context": ctx, "limit": size * t1 / t2}
-
-
 def _row(r: dict[str, Any]) -> dict[str, Any]:
     return {"variant": r["variant"], "clinical_macro_f1": r["clinical_macro_f1"],
             "clinical_micro_f1": r["clinical_micro_f1"], "rouge_l": r["rouge_l"], "bleu4": r["bleu_4"],
@@ -81,7 +58,6 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
 
 def stage_eval(cfg: TextConfig, ws: Workspace) -> dict[str, Any]:
     from examples.echo_cxr.evaluate import echo_variants
-    from examples.echo_cxr.stages_eval import measure_speed
 
     e = cfg.eval
     t0 = time.perf_counter()
@@ -89,8 +65,8 @@ def stage_eval(cfg: TextConfig, ws: Workspace) -> dict[str, Any]:
     variants = echo_variants(models, include=e.variants, tau=e.tau, cache=e.cache, max_new_tokens=e.max_new_tokens)
     test = ws.samples("test")
     data = test[: e.n_test] if e.n_test else test
-    report = evaluate_variants(variants, data, tok, metrics=TextMetrics(semscore=e.semscore),
-                               scorers={"clinical": MeshClinicalScorer(e.repetition_ngram)},
+    report = evaluate_variants(variants, data, tok, metrics=TextMetrics(semscore=e.semscore, repetition_n=e.repetition_ngram),
+                               scorers={"clinical": MeshClinicalScorer()},
                                batch_size=e.batch_size, warmup=1, progress=False)
     rows = [_row(r) for r in report.rows if r["group"] == "lang"]
     t_quality = time.perf_counter() - t0
@@ -103,7 +79,7 @@ def stage_eval(cfg: TextConfig, ws: Workspace) -> dict[str, Any]:
         speed_out["fused_vs_ar"] = speed["echo_onestep_L8"]["tokens_per_s_decode"] / speed["ar"]["tokens_per_s_decode"]
     if e.forward_cost_repeats and "echo_L8" in models:
         ctx = int(statistics.fmean(len(s["prompt_ids"]) for s in data)) + e.max_new_tokens // 2
-        speed_out["forward_cost_limit"] = forward_costs(models["echo_L8"], ctx, e.forward_cost_repeats)
+        speed_out["forward_cost_limit"] = forward_cost_limit(models["echo_L8"], ctx, e.forward_cost_repeats)
     summary = json.loads((ws.data_dir / "summary.json").read_text())
     per_obs = {r["variant"]: {k.split("/", 1)[1]: v for k, v in r.items() if k.startswith("clinical_f1/")}
                for r in report.rows if r["group"] == "lang"}

@@ -1,4 +1,4 @@
-"""Scores of drafted reports: clinical F1 against the input MeSH codes, and a repetition rate.
+"""Scores of drafted reports: clinical F1 against the input MeSH codes.
 
 * :class:`MeshClinicalScorer` labels each generated report with
   :func:`examples.echo_cxr.labeler.label_report` and compares it with the observations of the
@@ -7,40 +7,20 @@
   library's evaluation runner: the codes travel in each example's ``mesh`` field.
 * :func:`labeler_ceiling` is the same F1 with the radiologists' own text in place of a model's:
   how far the labeler itself agrees with the human codes, the ceiling every model row sits under.
-* :func:`repetition_rate`: the share of a report's word n-grams that repeat an earlier n-gram
-  of the same report, pooled over reports.
+
+The repetition rate is the library's (:class:`blockdistill.metrics.RepetitionRate`, reported by
+the evaluation runner's :class:`~blockdistill.evaluation.TextMetrics` as ``repetition_rate``).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from examples.echo_cxr.clinical_f1 import count, scores_from_counts
 from examples.echo_cxr.labeler import label_report
 from examples.iu_text.mesh import OBSERVATIONS, mesh_labels
-
-_WORD = re.compile(r"\w+")
-
-
-def repetition_counts(text: str, n: int = 4) -> tuple[int, int]:
-    """(n-grams repeating an earlier one of the same text, all n-grams); words, lower case."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    words = _WORD.findall(text.lower())
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
-    return len(grams) - len(set(grams)), len(grams)
-
-
-def repetition_rate(texts: Iterable[str], n: int = 4) -> float:
-    """Pooled share of repeated n-grams (0.0 when no text has ``n`` words)."""
-    rep = tot = 0
-    for t in texts:
-        r, a = repetition_counts(t, n)
-        rep, tot = rep + r, tot + a
-    return rep / tot if tot else 0.0
 
 
 def mesh_f1(pred_labels: Sequence[Mapping[str, int | None]], codes: Sequence[Sequence[str]],
@@ -69,10 +49,7 @@ def labeler_ceiling(texts: Sequence[str], codes: Sequence[Sequence[str]]) -> dic
 @dataclass
 class MeshClinicalScorer:
     """Extra scorer for :func:`blockdistill.evaluation.evaluate_variants`: clinical F1 of the
-    generated reports against each example's ``mesh`` codes, plus the repetition rate."""
-
-    ngram: int = 4
-    """n of the repetition rate."""
+    generated reports against each example's ``mesh`` codes."""
 
     def __call__(self, preds: list[str], refs: list[list[str]], metas: list[dict[str, Any]]) -> dict[str, float]:
         missing = [i for i, m in enumerate(metas) if "mesh" not in m]
@@ -81,5 +58,4 @@ class MeshClinicalScorer:
         s = mesh_f1([label_report(p, "en") for p in preds], [m["mesh"] for m in metas])
         out = {f"clinical_{avg}_{k}": s[avg][k] for avg in ("macro", "micro") for k in ("precision", "recall", "f1")}
         out.update({f"clinical_f1/{f}": v["f1"] for f, v in s["per_observation"].items()})
-        out["repetition_rate"] = repetition_rate(preds, self.ngram)
         return out

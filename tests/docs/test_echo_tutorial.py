@@ -46,7 +46,7 @@ def test_echo_command_parses_and_its_config_loads(argv: list[str], monkeypatch) 
     from examples.echo_cxr.__main__ import main
 
     ran = []
-    monkeypatch.setattr(pipeline, "run", lambda cfg, stages, force=False: ran.append((cfg, stages)))
+    monkeypatch.setattr(pipeline, "run", lambda cfg, stages, force=False, started_at=None: ran.append((cfg, stages)))
     assert main(argv[3:]) == 0, f"config of {' '.join(argv)} does not load"
     (cfg, stages), = ran
     if "lingshu7b" in " ".join(argv):

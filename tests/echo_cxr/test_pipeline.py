@@ -121,11 +121,17 @@ def test_smoke_pipeline_runs_every_stage_and_writes_every_artefact(tmp_path):
     for v in ("ar", "base_multistep_L4", "base_multistep_L8", "base_onestep_L8", "echo_onestep_L8"):
         assert (v, "en") in variants and (v, "zh") in variants
     keys = {"variant", "lang", "clinical_macro_f1", "clinical_micro_f1", "rouge_l", "bleu4", "cider_d", "semscore",
-            "tokens_per_s", "tpf", "nfe", "n"}
+            "repetition_rate", "tokens_per_s", "tokens_per_s_decode", "tpf", "nfe", "n"}
     assert all(set(row) == keys for row in results["rows"])
+    assert all(0.0 <= row["repetition_rate"] < 1.0 for row in results["rows"])
     assert results["echo_full_block_tpf"] == 8.0
+    limit = results["speed"]["forward_cost_limit"]
+    assert limit["block_size"] == 8 and limit["limit"] == pytest.approx(8 * limit["t1_s"] / limit["t2L_s"])
+    assert 0 < results["command_s"] and results["wall_s"] > 0  # the whole command, recorded by the report stage
     report = (run_dir / "report.md").read_text()
     assert "Quality against speed" in report and "base_onestep_L8" in report
+    assert "zh: ECHO repetition rate - ECHO_AR's" in report and "that ratio / the limit" in report
+    assert "L*t(1)/t(2L) = " in report and "for the whole command, set-up included" in report
     assert "## How each model was trained" in report and "target=" in report
     assert "| ECHO_Base L=4 | 2: RAD | 2 |" in report  # rad.max_steps_by_size
     assert "on-policy (student decodes, teacher relabels) on 0.5 of the steps" in report  # smoke dcd.yaml

@@ -22,7 +22,7 @@ from blockdistill.evaluation import (
     score_group,
     write_json,
 )
-from blockdistill.metrics import BLEU, ROUGEL, CIDErD
+from blockdistill.metrics import BLEU, ROUGEL, CIDErD, RepetitionRate
 from blockdistill.sampling import ConfidenceThreshold, FixedCount, GenerationStats, OneStep
 from blockdistill.testing import tiny_tokenizer
 
@@ -113,11 +113,11 @@ REFS = [["heart size is normal"], ["there is no pleural effusion or pneumothorax
 
 def test_text_metrics_equal_the_metric_classes():
     got = TextMetrics()(PREDS, REFS, "en")
-    bleu, rouge, cider = BLEU(), ROUGEL(), CIDErD()
-    for m in (bleu, rouge, cider):
+    bleu, rouge, cider, rep = BLEU(), ROUGEL(), CIDErD(), RepetitionRate(n=4)
+    for m in (bleu, rouge, cider, rep):
         m.update(PREDS, REFS)
     assert got == {**{k: float(v) for k, v in bleu.compute().items()}, "rouge_l": float(rouge.compute()),
-                   "cider_d": float(cider.compute())}
+                   "cider_d": float(cider.compute()), "repetition_rate": float(rep.compute())}
     assert 0 < got["bleu_1"] < 1 and got["cider_d"] > 0
 
 

@@ -5,7 +5,8 @@ policy and a cache mode). :func:`evaluate_variants` decodes the split with each 
 batches never mixing languages or sources), decodes ids to text, scores every language (and
 source) with BLEU-1..4, ROUGE-L, CIDEr-D, optional SemScore and any extra scorers, aggregates
 NFE / TPF / tokens/s, and writes ``results.json`` + ``results.md`` atomically. No domain
-knowledge lives here; see ``examples/echo_cxr/evaluate.py`` for the chest X-ray wiring and
+knowledge lives here. :mod:`~blockdistill.evaluation.speed` measures tokens/s side by side and the
+forward-cost limit on a speed-up; see ``examples/echo_cxr/evaluate.py`` for the chest X-ray wiring and
 docs/evaluation.md for the definitions.
 """
 
@@ -32,6 +33,7 @@ from blockdistill.evaluation.runner import (
 )
 from blockdistill.evaluation.sampler import SAMPLER_KINDS, SamplerConfig, Variant
 from blockdistill.evaluation.scoring import Scorer, TextMetrics, metric_lang, score_group
+from blockdistill.evaluation.speed import forward_cost_limit, measure_speed
 from blockdistill.evaluation.stats import RunStats
 from blockdistill.evaluation.text import decode_ids
 
@@ -55,8 +57,10 @@ __all__ = [
     "default_source",
     "evaluate_variant",
     "evaluate_variants",
+    "forward_cost_limit",
     "generate_split",
     "markdown_table",
+    "measure_speed",
     "metric_lang",
     "score_group",
     "write_json",

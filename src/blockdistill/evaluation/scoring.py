@@ -1,4 +1,5 @@
-"""Scores of one group of predictions: the n-gram metrics, optional SemScore, extra scorers.
+"""Scores of one group of predictions: the n-gram metrics, the repetition rate, optional SemScore,
+extra scorers.
 
 The metrics are :mod:`blockdistill.metrics`' classes, fed the decoded texts exactly as they
 are; the tokenization language comes from the group (``"zh"`` for Chinese, else ``"en"``).
@@ -17,6 +18,7 @@ from blockdistill.metrics import (
     BLEU,
     ROUGEL,
     CIDErD,
+    RepetitionRate,
     SemScore,
     SentenceEncoder,
     bundled_minilm_path,
@@ -44,22 +46,27 @@ def metric_lang(lang: str) -> str:
 
 
 class TextMetrics:
-    """BLEU-1..n, ROUGE-L, CIDEr-D and, when enabled, SemScore of one group.
+    """BLEU-1..n, ROUGE-L, CIDEr-D, the repetition rate and, when enabled, SemScore of one group.
 
     Each call builds fresh metric objects, so CIDEr-D's document frequencies come from that
     group's references only. The SemScore encoder is loaded once, on first use.
     """
 
-    def __init__(self, semscore: bool | str | Path | SentenceEncoder = False, bleu_n: int = 4) -> None:
+    def __init__(self, semscore: bool | str | Path | SentenceEncoder = False, bleu_n: int = 4,
+                 repetition_n: int | None = 4) -> None:
         """
         Args:
             semscore: False (skip it), True (bundled MiniLM), a local encoder directory, or a
                 loaded :class:`~blockdistill.metrics.SentenceEncoder` to share.
             bleu_n: largest BLEU order; every ``bleu_1..bleu_n`` is reported.
+            repetition_n: n of ``repetition_rate`` (:class:`~blockdistill.metrics.RepetitionRate`,
+                token n-grams, each Chinese character a token); None leaves it out.
         """
         if bleu_n < 1:
             raise ValueError(f"bleu_n must be >= 1, got {bleu_n}")
-        self.bleu_n = bleu_n
+        if repetition_n is not None and repetition_n < 1:
+            raise ValueError(f"repetition_n must be >= 1 or None, got {repetition_n}")
+        self.bleu_n, self.repetition_n = bleu_n, repetition_n
         self._semscore = semscore
         self._encoder: SentenceEncoder | None = semscore if isinstance(semscore, SentenceEncoder) else None
 
@@ -84,6 +91,10 @@ class TextMetrics:
         for name, metric in (("rouge_l", ROUGEL(lang=tl)), ("cider_d", CIDErD(lang=tl))):
             metric.update(preds, refs)
             out[name] = float(metric.compute())
+        if self.repetition_n is not None:
+            rep = RepetitionRate(n=self.repetition_n, lang=tl)
+            rep.update(preds)
+            out["repetition_rate"] = float(rep.compute())
         if self.semscore:
             sem = SemScore(encoder=self.encoder())
             sem.update(preds, refs)
