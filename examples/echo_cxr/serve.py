@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="config override, e.g. --set eval.max_new_tokens=64 (repeatable)")
     a = ap.parse_args(argv)
     from blockdistill.config import ConfigError
+    from blockdistill.utils.checksum import DamagedFileError
 
     try:
         cfg = load_echo_config(a.config or [DEFAULT_CONFIG], overrides=a.overrides, all_stages=True)
@@ -247,9 +248,12 @@ def main(argv: list[str] | None = None) -> int:
                                     "or pass --released CHECKPOINT")
         if a.released:
             models.get(RELEASED)  # a bad checkpoint fails now, not on the first click
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, ValueError, FileNotFoundError) as e:  # CheckpointError is a ValueError
         print(f"echo_cxr serve: {e}", file=sys.stderr)
         return 2
+    except DamagedFileError as e:  # a --released checkpoint whose bytes do not match its checksums
+        print(f"echo_cxr serve: {e}", file=sys.stderr)
+        return 3
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the page never phones home
     examples = example_studies(cfg, Workspace(cfg).root / "serve" / "examples")
     app = build_app(models, examples)

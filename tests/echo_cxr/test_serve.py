@@ -310,3 +310,66 @@ def test_readme_serve_line_on_a_demo_layout(setup, tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_released_checkpoint_is_offered_and_decoded_without_remote_code(setup, tmp_path, capsys):
+    """``serve --released``: a checkpoint in ECHO's layout (``auto_map`` to a module that raises when
+    imported, ``<|MASK|>``) becomes the ``released`` variant and decodes as predict decodes it; a
+    missing one stops the server before it starts (exit 2)."""
+    from examples.echo_cxr.predict import Predictor
+    from examples.echo_cxr.serve import RELEASED
+    from examples.echo_cxr.serve import main as serve_main
+    from tests.echo_cxr.tiny_run import write_released_checkpoint
+
+    root, cfg, models, examples = setup
+    ckpt = tmp_path / "released"
+    write_released_checkpoint(ckpt, root / "tok")
+    rcfg = load_echo_config(CONFIGS / "smoke", all_stages=True, overrides=[
+        f"run_dir={root / 'run'}", "eval.max_new_tokens=24", "model.mask_token=<|MASK|>"])
+    served = Models(rcfg, released=ckpt)
+    assert served.variants == [*models.variants, RELEASED]
+    name = list(examples)[1]
+    a, sa, b, sb = list(stream(served, examples, None, name, RELEASED, False, "en", poll_s=0.0))[-1]
+    pred = Predictor(rcfg, model_dir=ckpt, released=True)
+    want = pred.decode([pred.prompt([str(p) for p in examples[name]], "en")])[0]
+    assert served.get(RELEASED).released and not served.get(RELEASED).model.spec.shift
+    assert (a, b, sb) == (want["output"], "", "") and sa.startswith(f"done · {want['tokens']} tokens · NFE {want['nfe']} ")
+    args = ["-c", str(CONFIGS / "smoke"), "--set", f"run_dir={root / 'run'}"]
+    assert serve_main([*args, "--released", str(tmp_path / "nowhere")]) == 2
+    assert "holds no model" in capsys.readouterr().err
+    assert serve_main(["-c", str(CONFIGS / "smoke"), "--set", f"run_dir={tmp_path / 'empty'}"]) == 2
+    assert "no trained model" in capsys.readouterr().err
+
+
+def test_a_damaged_model_is_an_error_on_the_page_and_a_damaged_released_one_exit_3(setup, tmp_path, capsys):
+    """A byte flipped in a run's saved model: the page shows the checksum error for that variant and
+    the other variants still decode; the same damage in a ``--released`` checkpoint: exit 3."""
+    from examples.echo_cxr.serve import main as serve_main
+    from tests.echo_cxr.tiny_run import write_released_checkpoint
+
+    root, cfg, models, examples = setup
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+
+    def flip(path):
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+
+    flip(run / "dcd_L8" / "model" / "model.safetensors")
+    dcfg = load_echo_config(CONFIGS / "smoke", all_stages=True, overrides=[f"run_dir={run}", "eval.max_new_tokens=8"])
+    damaged = Models(dcfg)
+    name = list(examples)[0]
+    a, sa, _, _ = list(stream(damaged, examples, None, name, "echo_onestep_L8", False, "en", poll_s=0.0))[-1]
+    assert sa == "error" and a.startswith("DamagedFileError") and "model.safetensors" in a
+    a, sa, _, _ = list(stream(damaged, examples, None, name, "base_onestep_L8", False, "en", poll_s=0.0))[-1]
+    assert sa.startswith("done")
+    ckpt = tmp_path / "released"
+    write_released_checkpoint(ckpt, root / "tok")
+    from blockdistill.utils.checksum import write_dir_manifest
+
+    write_dir_manifest(ckpt)
+    flip(ckpt / "model.safetensors")
+    assert serve_main(["-c", str(CONFIGS / "smoke"), "--set", f"run_dir={run}", "--set", "model.mask_token=<|MASK|>",
+                       "--released", str(ckpt)]) == 3
+    assert "model.safetensors" in capsys.readouterr().err
