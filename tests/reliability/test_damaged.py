@@ -123,6 +123,34 @@ def test_a_checkpoint_that_runs_code_is_refused_on_resume(trained_run, tmp_path,
     assert marker.is_dir()
 
 
+def test_a_truncated_checkpoint_without_a_sidecar_is_refused_not_a_raw_torch_error(trained_run, tmp_path):
+    """A checkpoint Lightning wrote without us (no sidecar), cut in half: still our error, naming it."""
+    root = tmp_path / "run"
+    shutil.copytree(trained_run, root)
+    last = root / "checkpoints" / "last.ckpt"
+    sidecar(last).unlink()
+    truncate(last)
+    with pytest.raises(DamagedFileError) as e, pytest.warns(UserWarning, match="cannot be verified"):
+        _train(root, 4)
+    assert str(last) in str(e.value) and "the file is damaged" in str(e.value) and "delete last.ckpt" in str(e.value)
+
+
+def test_a_lora_checkpoint_is_checksummed_and_a_damaged_one_refused(tmp_path):
+    """LoRA runs checkpoint only the trained weights; the same sidecar covers them."""
+    from tests.interop.test_lora import LORA, OPTIM, make_bd, trainer_cfg
+    from tests.interop.test_lora import fit as lora_fit
+
+    bd = make_bd()
+    lora_fit(RADSystem(bd, OPTIM, NoiseConfig(), lora=LORA), bd, tmp_path, steps=2)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert trainer_cfg(tmp_path).default_root_dir == str(tmp_path)
+    assert read_sums(sidecar(last)) == [(sha256_file(last), "last.ckpt")]
+    flip(last)
+    bd = make_bd()
+    with pytest.raises(DamagedFileError, match="truncated or modified"):
+        lora_fit(RADSystem(bd, OPTIM, NoiseConfig(), lora=LORA), bd, tmp_path, steps=4, ckpt_path=str(last))
+
+
 def _saved_model(tmp_path) -> Path:
     bd, _ = setup()
     bd.save_pretrained(tmp_path / "model")

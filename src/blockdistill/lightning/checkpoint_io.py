@@ -56,9 +56,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     except Exception as e:  # noqa: BLE001 - re-raised with the file and the cause
         if isinstance(e, DamagedFileError):
             raise
-        raise DamagedFileError(f"{path}: cannot be loaded as weights only ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:300]}); checkpoints that need code to unpickle are "
-                               f"refused. {_what_to_do(path)}") from e
+        first = (str(e).splitlines() or [""])[0][:300]
+        raise DamagedFileError(f"{path}: cannot be loaded as weights only ({type(e).__name__}: {first}): the file "
+                               "is damaged, or it holds objects whose unpickling would run code, which is refused. "
+                               f"{_what_to_do(path)}") from e
 
 
 class VerifiedCheckpointIO(TorchCheckpointIO):
