@@ -146,3 +146,27 @@ def test_a_collection_without_a_recorded_producer_is_not_appended_to(inputs, tmp
     w.close()
     with pytest.raises(CollectionMismatchError, match="records no producer"):
         ShardWriter(tmp_path, producer={"teacher_weights_sha256": "0" * 64})
+
+
+def test_a_resume_on_fewer_ranks_regenerates_the_missing_ranks_damaged_shard(inputs, tmp_path):
+    """Two ranks wrote shards; rank 1's is damaged; the resume runs on one process: rank 0 takes
+    rank 1's damaged shard out of its manifest, so the merge sees every id once."""
+    from blockdistill.distill.writer import finalize_manifest
+
+    root, *_ = inputs
+    ds = TrajectoryDataset(root / "full")
+    recs = [ds[i] for i in range(8)]
+    for rank, part in ((0, recs[0:4]), (1, recs[4:8])):
+        w = ShardWriter(tmp_path, rank=rank, shard_size=2)
+        w.add(part)
+        w.close()
+    flip(tmp_path / "shard-r001-00001.safetensors")  # holds recs[6:8]
+    with pytest.warns(UserWarning, match="shard-r001-00001.safetensors: sha256"):
+        w = ShardWriter(tmp_path, rank=0, shard_size=2, world_size=1)
+    assert {r.example_id for r in recs[6:8]}.isdisjoint(done_ids(tmp_path))
+    w.add(recs)  # the resumed run's rank 0 is given every prompt not done
+    w.close()
+    assert w.written == 2 and w.skipped == 6
+    summary = finalize_manifest(tmp_path)
+    assert summary["num_examples"] == 8 and [r["file"] for r in summary["regenerated"]] == ["shard-r001-00001.safetensors"]
+    assert sorted(TrajectoryDataset(tmp_path).example_ids) == sorted(r.example_id for r in recs)

@@ -147,6 +147,9 @@ def done_ids(directory: str | Path) -> set[str]:
 class ShardWriter:
     """Buffers one rank's records and writes them as shards of ``shard_size`` records.
 
+    ``world_size``: the ranks of this run; rank 0 then also regenerates damaged shards of ranks
+    beyond it (a resume on fewer processes than the run that wrote them).
+
     Invariants: an id is written at most once per directory (ids already in any manifest are
     skipped, and so are repeats within this run); a shard file exists under its final name only
     when complete, and is durable only once this rank's manifest lists it.
@@ -154,7 +157,7 @@ class ShardWriter:
 
     def __init__(self, directory: str | Path, rank: int = 0, shard_size: int = 256,
                  filter: TrajectoryFilter | None = None, meta: dict[str, Any] | None = None,
-                 producer: dict[str, Any] | None = None) -> None:
+                 producer: dict[str, Any] | None = None, world_size: int | None = None) -> None:
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}")
         self.directory = Path(directory)
@@ -170,7 +173,11 @@ class ShardWriter:
             self.manifest.setdefault("meta", {}).update(meta)
         if producer is not None:
             self.manifest["producer"] = producer
-        self.regenerated = self._drop_damaged()
+        self.regenerated = self._drop_damaged(self.manifest, self._path)
+        if rank == 0 and world_size is not None:  # ranks of an earlier, larger run: rank 0 repairs theirs
+            for r, man in sorted(mans.items()):
+                if r >= world_size:
+                    self.regenerated += self._drop_damaged(man, _rank_manifest_path(self.directory, r))
         self._seen = done_ids(self.directory)
         self._buffer: list[TrajectoryRecord] = []
         self.written = 0
@@ -180,20 +187,22 @@ class ShardWriter:
         listed = [int(s["file"].rsplit("-", 1)[1].split(".")[0]) for s in self.manifest["shards"]]
         self._next = max(listed, default=-1) + 1
 
-    def _drop_damaged(self) -> list[dict[str, str]]:
-        """Take this rank's damaged shards out of its manifest (their examples are decoded again);
-        the files themselves go in :meth:`_cleanup`. Returns ``[{"file", "reason"}]``."""
+    def _drop_damaged(self, manifest: dict[str, Any], path: Path) -> list[dict[str, Any]]:
+        """Take the damaged shards out of ``manifest`` (saved to ``path``; their examples are
+        decoded again) and delete their files. Returns ``[{"file", "reason", "examples"}]``."""
         bad = []
-        for entry in list(self.manifest["shards"]):
+        for entry in list(manifest["shards"]):
             reason = shard_damage(self.directory, entry)
             if reason is not None:
-                self.manifest["shards"].remove(entry)
+                manifest["shards"].remove(entry)
                 bad.append({"file": entry["file"], "reason": reason, "examples": len(entry["example_ids"])})
                 warnings.warn(f"{self.directory / entry['file']}: {reason}; regenerating its "
                               f"{len(entry['example_ids'])} examples", stacklevel=3)
         if bad:
-            self.manifest.setdefault("regenerated", []).extend(bad)
-            _atomic_write_text(self._path, json.dumps(self.manifest, indent=1))
+            manifest.setdefault("regenerated", []).extend(bad)
+            _atomic_write_text(path, json.dumps(manifest, indent=1))
+            for b in bad:
+                (self.directory / b["file"]).unlink(missing_ok=True)
         return bad
 
     def _cleanup(self) -> None:

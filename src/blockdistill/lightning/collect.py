@@ -139,7 +139,8 @@ class TrajectoryWriter(BasePredictionWriter):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.writer = ShardWriter(self.directory, rank=trainer.global_rank, shard_size=self.shard_size,
-                                  filter=self.filter, meta=self.meta, producer=self.producer)
+                                  filter=self.filter, meta=self.meta, producer=self.producer,
+                                  world_size=trainer.world_size)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
                            dataloader_idx) -> None:
