@@ -143,6 +143,7 @@ def _third_party_imports() -> dict[str, set[str]]:
 def test_every_third_party_import_is_declared_for_the_demo():
     import importlib.metadata as md
     import re
+
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
