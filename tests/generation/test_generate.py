@@ -185,8 +185,8 @@ def test_bad_inputs_are_named():
         generate(bd, ids, temperature=0.7, top_p=0.0)
     with pytest.raises(ValueError, match=r"rows \[0\] are not one non-empty run"):
         right_align(ids, torch.tensor([[1, 0, 1, 1, 1, 1]]), 0)
-    with pytest.raises(ValueError, match="one EOS id"):
-        generate(bd, ids, eos_token_id=[3, 4])
+    with pytest.raises(ValueError, match="an empty list of EOS ids"):
+        generate(bd, ids, eos_token_id=[])
     with pytest.raises(ValueError, match="streamer takes one sequence"):
         generate(bd, torch.cat([ids, ids]), streamer=_Recorder([0]))
     assert generate(bd, ids, temperature=0.0, max_new_tokens=4).generated[0].shape[0] >= 1

@@ -33,11 +33,12 @@ def vl_bd() -> BlockDiffusionLM:
     return bd
 
 
-def variant(bd: BlockDiffusionLM, block_size: int, shift: bool, eos: int | None = None,
+def variant(bd: BlockDiffusionLM, block_size: int, shift: bool, eos: int | list[int] | None = None,
             backend: str = "sdpa") -> BlockDiffusionLM:
-    """The same weights under other block rules (the spec is only metadata for the samplers)."""
-    spec = replace(bd.spec, block_size=block_size, shift=shift,
-                   eos_token_id=bd.spec.eos_token_id if eos is None else eos)
+    """The same weights under other block rules (the spec is only metadata for the samplers);
+    ``eos`` an id or several (the first pads)."""
+    spec = replace(bd.spec, block_size=block_size, shift=shift)
+    spec = spec if eos is None else spec.with_eos(eos)
     return BlockDiffusionLM(bd.model, spec, attn_backend=backend)
 
 

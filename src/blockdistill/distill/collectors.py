@@ -57,7 +57,8 @@ def _include_committed(rows: TokenDists, tokens: Tensor) -> TokenDists:
     return TokenDists(rows.vocab_size, indices=idx, values=rows.values, leftover=rows.leftover)
 
 
-def record_from_trace(trace: BlockTrace, example_id: str, prompt_ids: Tensor, eos_token_id: int, vocab_size: int,
+def record_from_trace(trace: BlockTrace, example_id: str, prompt_ids: Tensor, eos_token_id: int | Sequence[int],
+                      vocab_size: int,
                       keep_first_step: bool = False, pixel_values: Tensor | None = None,
                       image_grid_thw: Tensor | None = None) -> TrajectoryRecord:
     """A sampler trace -> a :class:`TrajectoryRecord` (on CPU).
@@ -69,6 +70,7 @@ def record_from_trace(trace: BlockTrace, example_id: str, prompt_ids: Tensor, eo
     if trace.commit.vocab_size != vocab_size:
         raise ValueError(f"example {example_id!r}: the teacher's rows are over {trace.commit.vocab_size} tokens "
                          f"but the vocabulary size is {vocab_size}")
+    eos = [int(eos_token_id)] if isinstance(eos_token_id, int) else [int(i) for i in eos_token_id]
     tokens = trace.tokens.cpu()
     step = trace.step.cpu()
     blocks = trace.block_ids().cpu()
@@ -78,7 +80,8 @@ def record_from_trace(trace: BlockTrace, example_id: str, prompt_ids: Tensor, eo
     return TrajectoryRecord(
         example_id=str(example_id), prompt_ids=prompt_ids.cpu().long(), tokens=tokens, commit_step=step,
         block_steps=per_block[local], target=_include_committed(trace.commit.to("cpu"), tokens),
-        block_size=trace.block_size, eos_token_id=eos_token_id, response_len=response_length(tokens, eos_token_id),
+        block_size=trace.block_size, eos_token_id=eos[0], eos_token_ids=tuple(eos),
+        response_len=response_length(tokens, eos),
         first_step=trace.first.to("cpu") if keep_first_step else None,
         pixel_values=None if pixel_values is None else pixel_values.cpu(),
         image_grid_thw=None if image_grid_thw is None else image_grid_thw.cpu(),
@@ -146,7 +149,7 @@ class TrajectoryCollector:
         for b, trace in enumerate(out.traces):
             pix, thw = batch.row_vision(b)
             records.append(record_from_trace(trace, example_ids[b], prompt_ids[b, : int(prompt_lens[b])],
-                                             self.spec.eos_token_id, self.vocab_size, self.record_first_step,
+                                             self.spec.eos_token_ids, self.vocab_size, self.record_first_step,
                                              pix, thw))
         return records
 

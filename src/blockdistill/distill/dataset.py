@@ -66,6 +66,7 @@ class _Shard:
             self.thw = f.get_tensor("image_grid_thw") if "image_grid_thw" in self.keys else None
         self.ids = json.loads(meta["example_ids"])
         self.vocab, self.block_size, self.eos = int(meta["vocab_size"]), int(meta["block_size"]), int(meta["eos_token_id"])
+        self.eos_ids = tuple(json.loads(meta.get("eos_token_ids", "[]")))
         self.response_lens = small["response_lens"]
 
         def starts(lens: Tensor) -> list[int]:
@@ -96,7 +97,7 @@ class _Shard:
                 commit_step=part("commit_step", ga, gb), block_steps=part("block_steps", ga, gb),
                 target=dists("target"), block_size=self.block_size, eos_token_id=self.eos,
                 response_len=int(self.response_lens[j]), first_step=dists("first_step"),
-                pixel_values=pix, image_grid_thw=thw,
+                pixel_values=pix, image_grid_thw=thw, eos_token_ids=self.eos_ids,
             )
 
 

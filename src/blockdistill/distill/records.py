@@ -17,6 +17,7 @@ example ids and constants go in its string metadata. Loading never unpickles.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +66,15 @@ class TrajectoryRecord:
     """Float ``(num_patches, D)``: vision inputs of the prompt, if any (Qwen2.5-VL conventions)."""
     image_grid_thw: Tensor | None = None
     """Long ``(num_images, 3)``."""
+    eos_token_ids: tuple[int, ...] = ()
+    """Every id that ends the response (the teacher's ``BlockSpec.eos_token_ids``; the first is
+    ``eos_token_id``). Empty: ``(eos_token_id,)``."""
 
     def __post_init__(self) -> None:
+        self.eos_token_ids = tuple(int(i) for i in self.eos_token_ids) or (int(self.eos_token_id),)
+        if self.eos_token_ids[0] != self.eos_token_id:
+            raise ValueError(f"record {self.example_id!r}: eos_token_ids={list(self.eos_token_ids)} must start "
+                             f"with eos_token_id={self.eos_token_id}")
         g = self.tokens.shape[0]
         for name in ("commit_step", "block_steps"):
             if getattr(self, name).shape != (g,):
@@ -83,9 +91,9 @@ class TrajectoryRecord:
                              f"tokens do not end on a block boundary (L={self.block_size})")
         if not 0 <= self.response_len <= g:
             raise ValueError(f"record {self.example_id!r}: response_len={self.response_len} outside 0..{g}")
-        if self.response_len < g and int(self.tokens[self.response_len]) != self.eos_token_id:
+        if self.response_len < g and int(self.tokens[self.response_len]) not in self.eos_token_ids:
             raise ValueError(f"record {self.example_id!r}: token at response_len={self.response_len} is "
-                             f"{int(self.tokens[self.response_len])}, not EOS ({self.eos_token_id})")
+                             f"{int(self.tokens[self.response_len])}, not EOS ({list(self.eos_token_ids)})")
         if g and bool((self.commit_step < 1).any() | (self.commit_step > self.block_steps).any()):
             raise ValueError(f"record {self.example_id!r}: commit steps must lie in 1..block_steps")
 
@@ -117,9 +125,10 @@ class TrajectoryRecord:
         return torch.cat([self.prompt_ids.long(), gen.long()])
 
 
-def response_length(tokens: Tensor, eos_token_id: int) -> int:
-    """Index of the first EOS in ``tokens`` ``(G,)`` (``G`` when there is none)."""
-    hits = (tokens == eos_token_id).nonzero()
+def response_length(tokens: Tensor, eos_token_id: int | Sequence[int]) -> int:
+    """Index of the first EOS (any of the ids given) in ``tokens`` ``(G,)`` (``G`` when there is none)."""
+    ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    hits = torch.isin(tokens, torch.tensor(ids, dtype=tokens.dtype, device=tokens.device)).nonzero()
     return int(hits[0, 0]) if hits.numel() else tokens.shape[0]
 
 
@@ -132,9 +141,9 @@ def encode_records(records: list[TrajectoryRecord]) -> tuple[dict[str, Tensor], 
         raise ValueError("cannot encode an empty list of records")
     r0 = records[0]
     for r in records[1:]:
-        if (r.block_size, r.eos_token_id) != (r0.block_size, r0.eos_token_id):
-            raise ValueError(f"record {r.example_id!r} has block_size/eos {r.block_size}/{r.eos_token_id}, "
-                             f"but {r0.example_id!r} has {r0.block_size}/{r0.eos_token_id}")
+        if (r.block_size, r.eos_token_ids) != (r0.block_size, r0.eos_token_ids):
+            raise ValueError(f"record {r.example_id!r} has block_size/eos {r.block_size}/{list(r.eos_token_ids)}, "
+                             f"but {r0.example_id!r} has {r0.block_size}/{list(r0.eos_token_ids)}")
         if (r.first_step is None) != (r0.first_step is None):
             raise ValueError(f"record {r.example_id!r}: first-step rows are recorded for some records only")
     t: dict[str, Tensor] = {
@@ -160,6 +169,7 @@ def encode_records(records: list[TrajectoryRecord]) -> tuple[dict[str, Tensor], 
         "example_ids": json.dumps([r.example_id for r in records]),
         "block_size": str(r0.block_size),
         "eos_token_id": str(r0.eos_token_id),
+        "eos_token_ids": json.dumps(list(r0.eos_token_ids)),
         "vocab_size": str(r0.target.vocab_size),
     }
     return {k: v.contiguous() for k, v in t.items()}, meta
@@ -194,6 +204,7 @@ def decode_records(tensors: dict[str, Tensor], meta: dict[str, str], source: str
             example_id=ex, prompt_ids=prompts[j], tokens=cols["tokens"][j], commit_step=cols["commit_step"][j],
             block_steps=cols["block_steps"][j], target=target[sl], block_size=int(meta["block_size"]),
             eos_token_id=int(meta["eos_token_id"]), response_len=int(tensors["response_lens"][j]),
+            eos_token_ids=tuple(json.loads(meta.get("eos_token_ids", "[]"))),
             first_step=None if first is None else first[sl],
             pixel_values=pix[j] if has_img else None, image_grid_thw=thw[j] if has_img else None,
         ))

@@ -190,7 +190,7 @@ def rollout_streams(student: BlockDiffusionLM, prompts: PromptBatch, max_new_tok
         student.train(was_training)
     spec = student.spec
     P = prompts.prompt_lens
-    resp = torch.tensor([response_length(s, spec.eos_token_id) for s in out.sequences], device=P.device)
+    resp = torch.tensor([response_length(s, spec.eos_token_ids) for s in out.sequences], device=P.device)
     seq = clean_length(P, resp, spec.block_size)
     ids = torch.full((len(P), int(seq.max())), spec.pad_token_id, dtype=torch.long, device=P.device)
     for i, s in enumerate(out.sequences):

@@ -160,7 +160,7 @@ def export_sdar(model: BlockDiffusionLM, tokenizer: Any, path: str | os.PathLike
         if auto_map:
             cfg["auto_map"] = auto_map
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        eos = [spec.eos_token_id] + ([spec.pad_token_id] if spec.pad_token_id != spec.eos_token_id else [])
+        eos = list(spec.eos_token_ids) + ([spec.pad_token_id] if spec.pad_token_id not in spec.eos_token_ids else [])
         (tmp / "generation_config.json").write_text(json.dumps(
             {"eos_token_id": eos, "pad_token_id": spec.pad_token_id, "do_sample": False}, indent=2))
         tokenizer.save_pretrained(tmp)

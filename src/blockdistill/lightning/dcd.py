@@ -163,7 +163,7 @@ class DCDSystem(StageSystem):
         weights = step_weights(self.schedule, batch.commit_step, batch.block_steps, batch.block_index, kl_mask)
         logits = self.net.diffusion_logits(batch.input_ids, batch.prompt_lens, batch.seq_lens, batch.masked(),
                                            batch.gen_index, vision=batch.vision)
-        loss, stats = dcd_loss(logits, target, weights, kl_mask, eos_mask, eos_token_id=spec.eos_token_id,
+        loss, stats = dcd_loss(logits, target, weights, kl_mask, eos_mask, eos_token_id=spec.eos_token_ids,
                                lambda_eos=self.lambda_eos, divergence=self.divergence)
         stats["dropped"] = float(batch.dropped.sum()) if batch.dropped is not None else 0.0
         return loss, stats

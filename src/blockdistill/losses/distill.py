@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -131,9 +131,13 @@ def generalized_jsd(student_logits: Tensor, target: Target, beta: float = 0.5) -
     return beta * _kl(q, log_q, log_m) + (1 - beta) * _kl(log_p.exp(), log_p, log_m)
 
 
-def eos_cross_entropy(student_logits: Tensor, eos_token_id: int) -> Tensor:
-    """``-log p(EOS)`` per position: float ``(*S,)`` from logits ``(*S, V)``."""
-    return -F.log_softmax(student_logits.float(), dim=-1)[..., eos_token_id]
+def eos_cross_entropy(student_logits: Tensor, eos_token_id: int | Sequence[int]) -> Tensor:
+    """``-log p(EOS)`` per position: float ``(*S,)`` from logits ``(*S, V)``. With several EOS ids
+    the event is "any of them": ``-log sum_e p(e)`` (every one of them ends the sequence)."""
+    log_p = F.log_softmax(student_logits.float(), dim=-1)
+    if isinstance(eos_token_id, int):
+        return -log_p[..., eos_token_id]
+    return -torch.logsumexp(log_p[..., list(eos_token_id)], dim=-1)
 
 
 Divergence = Callable[[Tensor, Target], Tensor]
@@ -156,7 +160,7 @@ def divergence_from_name(name: str, jsd_beta: float = 0.5) -> Divergence:
 
 
 def dcd_loss(student_logits: Tensor, target: Target, weights: Tensor, kl_mask: Tensor, eos_mask: Tensor, *,
-             eos_token_id: int, lambda_eos: float = 1.0,
+             eos_token_id: int | Sequence[int], lambda_eos: float = 1.0,
              divergence: Divergence = forward_kl) -> tuple[Tensor, dict[str, float]]:
     """The DCD objective ``sum_i w_i D(q_i, p_i) + lambda_eos * sum_j CE_j(EOS)``, normalised.
 
@@ -171,6 +175,8 @@ def dcd_loss(student_logits: Tensor, target: Target, weights: Tensor, kl_mask: T
         weights: float ``(B, G)`` step weights ``w_i`` (see :mod:`blockdistill.distill.schedules`).
         kl_mask: bool ``(B, G)``: positions in the divergence term.
         eos_mask: bool ``(B, G)``: EOS-padding positions in the EOS cross-entropy term.
+        eos_token_id: the EOS id, or all of them (:attr:`BlockSpec.eos_token_ids`): the term is then
+            ``-log`` of the probability of any of them, and ``eos_acc`` counts an argmax on any.
     Returns:
         ``(loss, stats)``: scalar loss; stats are floats for logging (``kl``, ``eos_ce``, ``eos_acc``).
     """
@@ -190,5 +196,7 @@ def dcd_loss(student_logits: Tensor, target: Target, weights: Tensor, kl_mask: T
         with torch.no_grad():
             n_eos = eos_mask.sum().clamp(min=1)
             stats["eos_ce"] = float(eos_sum / n_eos)
-            stats["eos_acc"] = float(((student_logits.argmax(-1) == eos_token_id) & eos_mask).sum() / n_eos)
+            ids = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id),
+                               device=student_logits.device)
+            stats["eos_acc"] = float((torch.isin(student_logits.argmax(-1), ids) & eos_mask).sum() / n_eos)
     return loss, stats

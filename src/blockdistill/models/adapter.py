@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,33 @@ class BlockSpec:
     eos_token_id: int
     pad_token_id: int
     shift: bool = False
+    eos_token_ids: tuple[int, ...] = ()
+    """Every id that ends a sequence (Llama-3-Instruct, Qwen2.5-Instruct list several in their
+    generation config); ``eos_token_id`` is the first of them, the one that pads a finished block.
+    Empty (default): ``(eos_token_id,)``."""
+
+    def __post_init__(self) -> None:
+        ids = tuple(int(i) for i in self.eos_token_ids) or (int(self.eos_token_id),)
+        if ids[0] != self.eos_token_id:
+            raise ValueError(f"eos_token_ids={list(ids)} must start with eos_token_id={self.eos_token_id} "
+                             "(the id that pads); use BlockSpec.with_eos to change both")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"eos_token_ids={list(ids)} repeats an id")
+        object.__setattr__(self, "eos_token_ids", ids)
+
+    def with_eos(self, ids: int | Sequence[int]) -> BlockSpec:
+        """The same rules stopping at ``ids`` (an id or a list; the first pads)."""
+        ids = [int(ids)] if isinstance(ids, int) else [int(i) for i in dict.fromkeys(ids)]
+        if not ids:
+            raise ValueError("eos_token_id: an empty list of EOS ids")
+        return replace(self, eos_token_id=ids[0], eos_token_ids=tuple(ids))
 
     def is_eos(self, tokens: Tensor) -> Tensor:
-        """Bool, shaped like ``tokens``: the token ends a sequence. Every sampler's stop rule
-        (and the relabelling's) asks this one method."""
-        return tokens == self.eos_token_id
+        """Bool, shaped like ``tokens``: the token is one of ``eos_token_ids`` (it ends a
+        sequence). Every sampler's stop rule (and the relabelling's) asks this one method."""
+        if len(self.eos_token_ids) == 1:
+            return tokens == self.eos_token_id
+        return torch.isin(tokens, torch.tensor(self.eos_token_ids, dtype=tokens.dtype, device=tokens.device))
 
 
 class BlockDiffusionLM(nn.Module):
@@ -69,7 +92,7 @@ class BlockDiffusionLM(nn.Module):
                 f"mask_token_id={spec.mask_token_id} collides with a real token (the tokenizer's vocabulary "
                 f"has {real_vocab_size} tokens); add a dedicated [MASK] token with from_causal_lm"
             )
-        if spec.mask_token_id in (spec.eos_token_id, spec.pad_token_id):
+        if spec.mask_token_id in (*spec.eos_token_ids, spec.pad_token_id):
             raise ValueError(f"mask_token_id={spec.mask_token_id} must differ from the EOS and pad ids")
         if spec.block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {spec.block_size}")
@@ -81,7 +104,7 @@ class BlockDiffusionLM(nn.Module):
     # ------------------------------------------------------------------ construction and I/O
     @classmethod
     def from_causal_lm(cls, model: nn.Module, tokenizer: Any, *, block_size: int, shift: bool = False,
-                       mask_token: str = "[MASK]", eos_token_id: int | None = None,
+                       mask_token: str = "[MASK]", eos_token_id: int | Sequence[int] | None = None,
                        pad_token_id: int | None = None, attn_backend: str = "sdpa") -> BlockDiffusionLM:
         """Wrap an AR model: add ``mask_token`` to ``tokenizer`` and resize embeddings once.
 
@@ -110,11 +133,10 @@ class BlockDiffusionLM(nn.Module):
                     head.weight[mask_id] = head.weight[:real_vocab].mean(0)
                     if getattr(head, "bias", None) is not None:
                         head.bias[mask_id] = head.bias[:real_vocab].mean()
-        eos = eos_token_id if eos_token_id is not None else tokenizer.eos_token_id
-        if eos is None:
-            raise ValueError("tokenizer has no eos_token_id; pass eos_token_id explicitly")
-        pad = pad_token_id if pad_token_id is not None else (tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos)
-        spec = BlockSpec(block_size=block_size, mask_token_id=mask_id, eos_token_id=eos, pad_token_id=pad, shift=shift)
+        eos = stop_ids(model, tokenizer, eos_token_id)
+        pad = pad_token_id if pad_token_id is not None else (tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0])
+        spec = BlockSpec(block_size=block_size, mask_token_id=mask_id, eos_token_id=eos[0], pad_token_id=pad, shift=shift,
+                         eos_token_ids=tuple(eos))
         return cls(model, spec, attn_backend=attn_backend, family=family, real_vocab_size=real_vocab)
 
     @classmethod
@@ -315,6 +337,22 @@ def causal_logits(model: nn.Module, input_ids: Tensor, seq_lens: Tensor, keep: T
     hidden = run_backbone(model, family, attn_backend, emb, lay.positions(pos), lay)
     hidden = hidden.gather(1, keep[..., None].expand(-1, -1, hidden.shape[-1]))
     return family.head_logits(model, hidden).float()
+
+
+def stop_ids(model: nn.Module, tokenizer: Any, eos_token_id: int | Sequence[int] | None = None) -> list[int]:
+    """The EOS ids a converted model stops at: ``eos_token_id`` (an id or a list) when given; else
+    the tokenizer's EOS first (it pads), then every id of the HF generation config's
+    ``eos_token_id`` (a list for Llama-3-Instruct, Qwen2.5-Instruct)."""
+    if eos_token_id is not None:
+        ids = [int(eos_token_id)] if isinstance(eos_token_id, int) else [int(i) for i in eos_token_id]
+    else:
+        gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        gen = [] if gen is None else [gen] if isinstance(gen, int) else list(gen)
+        first = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else (gen[0] if gen else None)
+        ids = [] if first is None else [int(first), *(int(i) for i in gen)]
+    if not ids:
+        raise ValueError("tokenizer and generation config have no eos_token_id; pass eos_token_id explicitly")
+    return list(dict.fromkeys(ids))
 
 
 def atomic_save_pretrained(model: nn.Module | None, path: str | os.PathLike, tokenizer: Any = None,

@@ -151,7 +151,7 @@ def generate(
         input_ids: long ``(B, P)``; attention_mask: ``(B, P)`` 1 on tokens (left or right padding), None: all.
         pixel_values, image_grid_thw, mm_token_type_ids: Qwen2.5-VL vision inputs of the batch's images.
         max_new_tokens: new tokens per row at most.
-        eos_token_id: stop id (default the model's); a list must hold one id (the sampler stops at one).
+        eos_token_id: stop id or list of ids (default the model's ``eos_token_ids``); rows stop at any of them.
         pad_token_id: padding of ``sequences`` (default the model's).
         policy: ``"threshold"`` (default, with ``tau``), ``"fixed"``, ``"one_step"``, ``"ar"`` (one token
             per forward on the shifted head, for an AR checkpoint) or an :class:`UnmaskPolicy`.
@@ -167,10 +167,7 @@ def generate(
         raise ValueError(f"cache must be one of {tuple(CACHE_MODES)}, got {cache!r}")
     spec = model.spec
     if eos_token_id is not None:
-        ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
-        if len(set(ids)) != 1:
-            raise ValueError(f"eos_token_id={eos_token_id!r}: the block sampler stops at one EOS id; pass one")
-        spec = replace(spec, eos_token_id=int(ids[0]))
+        spec = spec.with_eos(eos_token_id)
     pad = spec.pad_token_id if pad_token_id is None else int(pad_token_id)
     unmask, ar = _policy(policy, tau)
     proposal = _proposal(temperature, top_k, top_p, generator, seed, input_ids.shape[0], input_ids.device)
@@ -193,7 +190,7 @@ def generate(
         streamer.put(input_ids[0][keep[0]][None].cpu())
     on_tokens = None if streamer is None else (lambda row, toks: streamer.put(toks.cpu()))
     den = ObservedDenoiser(HFDenoiser(model), max_new_tokens=max_new_tokens,
-                           eos_token_id=spec.eos_token_id if stop_at_eos else None,
+                           eos_token_id=spec.eos_token_ids if stop_at_eos else None,
                            on_tokens=on_tokens, on_step=on_step, spec=spec)
     out = block_generate(den, ids, lens, vision, policy=unmask, cache=cache, max_new_tokens=max_new_tokens,
                          stop_at_eos=stop_at_eos, proposal=proposal)

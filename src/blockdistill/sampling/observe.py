@@ -18,7 +18,7 @@ yet and checks that everything emitted before is a prefix of them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,21 +55,23 @@ class ObservedDenoiser:
     Args:
         inner: the denoiser that does the work.
         max_new_tokens, eos_token_id: the sampler's cut rules, so tokens are emitted only when the
-            sampler will return them (``eos_token_id`` None: no cut at EOS).
+            sampler will return them (an id or several; ``eos_token_id`` None: no cut at EOS).
         on_tokens: ``on_tokens(row, tokens)`` with each row's newly final generated tokens, in order.
         on_step: ``on_step(StepView)`` for every active row at every forward, and once per row at the end.
         spec: the block rules the sampler should use (default ``inner.spec``), e.g. ``block_size=1,
             shift=True`` to decode AR through the block sampler.
     """
 
-    def __init__(self, inner: Denoiser, *, max_new_tokens: int, eos_token_id: int | None,
+    def __init__(self, inner: Denoiser, *, max_new_tokens: int, eos_token_id: int | Sequence[int] | None,
                  on_tokens: Callable[[int, Tensor], None] | None = None,
                  on_step: Callable[[StepView], None] | None = None, spec: Any = None) -> None:
         self.inner = inner
         self.spec = spec if spec is not None else inner.spec
         if spec is not None:
             inner.spec = spec  # an HFDenoiser reads its own spec for the prefill layout and shift
-        self.max_new, self.eos = max_new_tokens, eos_token_id
+        self.max_new = max_new_tokens
+        self.eos = None if eos_token_id is None else (
+            {int(eos_token_id)} if isinstance(eos_token_id, int) else {int(i) for i in eos_token_id})
         self.on_tokens, self.on_step = on_tokens, on_step
         self.origin: Tensor | None = None
         self.prompt_lens: list[int] = []
@@ -132,7 +134,7 @@ class ObservedDenoiser:
             if g != len(out) + len(new):
                 continue  # the prompt, or a block resent by the `none` reference
             new.append(t)
-            if len(out) + len(new) >= self.max_new or (self.eos is not None and t == self.eos):
+            if len(out) + len(new) >= self.max_new or (self.eos is not None and t in self.eos):
                 self.closed[r] = True
                 break
         if new:
