@@ -13,11 +13,23 @@ import pytest
 import torch
 
 from blockdistill import BlockDiffusionLM
-from blockdistill.distill.records import TrajectoryRecord, decode_records, encode_records, response_length
+from blockdistill.distill.records import (
+    TrajectoryRecord,
+    decode_records,
+    encode_records,
+    response_length,
+)
 from blockdistill.losses.distill import dcd_loss, eos_cross_entropy
 from blockdistill.losses.rows import TokenDists
 from blockdistill.models.adapter import BlockSpec
-from blockdistill.sampling import ConfidenceThreshold, FixedCount, HFDenoiser, OneStep, ar_generate, block_generate
+from blockdistill.sampling import (
+    ConfidenceThreshold,
+    FixedCount,
+    HFDenoiser,
+    OneStep,
+    ar_generate,
+    block_generate,
+)
 from blockdistill.sampling.generate import generate
 from blockdistill.testing import tiny_tokenizer
 from tests.families.tiny import EOS, VOCAB, tiny_model
@@ -96,8 +108,10 @@ def test_every_cache_mode_stops_at_the_second_eos_and_a_batch_equals_its_rows(bd
     rows = _prompts([5, 9, 3], seed=11)
     ids, lens = pad_rows(rows, EOS)
     one = variant(bd, 4, shift)
-    run = lambda m, i, n, c, **kw: as_lists(block_generate(HFDenoiser(m), i, n, policy=POLICIES[policy], cache=c,
-                                                          max_new_tokens=20, **kw))
+
+    def run(m, i, n, c, **kw):
+        return as_lists(block_generate(HFDenoiser(m), i, n, policy=POLICIES[policy], cache=c, max_new_tokens=20, **kw))
+
     free = run(one, ids, lens, "fused", stop_at_eos=False)
     row, second = _second_eos(free)
     two = variant(bd, 4, shift, eos=[EOS, second])
