@@ -5,6 +5,11 @@ message with the placeholder ``<<REPORT>>`` (not ``{report}``: the prompts conta
 Concurrency matters against a real vLLM server, which batches concurrent requests; results
 come back in input order so a stage stays deterministic.
 
+An answer that fails validation, or a request the server refused as such (HTTP 400/413/422),
+rejects the record. Any other failure (outage, reset, timeout, 5xx, auth, redirect) is the
+endpoint's, not the record's: :func:`reject_reason` raises :class:`EndpointFailure`, the stage
+stops, nothing of that step is saved, and rerunning the pipeline retries every record.
+
     system, user = load_prompt("standardize")
 """
 
@@ -16,11 +21,27 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from ..llm_client import InvalidAnswer, LLMError
+
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 PLACEHOLDER = "<<REPORT>>"
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class EndpointFailure(LLMError):
+    """The LLM endpoint failed (not the record): the stage stops so no record becomes a reject."""
+
+
+def reject_reason(stage: str, key: str, what: str, err: LLMError | InvalidAnswer) -> str:
+    """The reject reason for a failure of this record, or raise :class:`EndpointFailure`."""
+    if isinstance(err, InvalidAnswer) or err.record_specific:
+        return f"{what} failed: {err}"
+    raise EndpointFailure(
+        f"stage {stage!r} stopped at record {key}: {err}. An endpoint failure is not a property "
+        "of the record: nothing of this step was saved as a reject; rerun to retry"
+    ) from err
 
 
 def load_prompt(name_or_path: str | Path) -> tuple[str, str]:

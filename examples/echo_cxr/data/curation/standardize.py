@@ -24,7 +24,7 @@ from typing import Any
 from ..llm_client import ChatClient, InvalidAnswer, LLMError, parse_report_json
 from ..readers.sections import split_sections
 from ..records import CXRRecord, Rejected, RejectSink
-from .llm_stage import load_prompt, map_ordered, render
+from .llm_stage import load_prompt, map_ordered, reject_reason, render
 from .observations import OBSERVATIONS, mentions, negative_sentence, split_sentences
 
 NORMAL_IMPRESSION = "No acute cardiopulmonary abnormality."
@@ -166,7 +166,10 @@ class RuleStandardizer:
 
 @dataclass
 class LLMStandardizer:
-    """Stage 2 through an LLM server; a failed call or an invalid answer rejects the record."""
+    """Stage 2 through an LLM server; an invalid answer rejects the record.
+
+    A failing endpoint stops the stage (:class:`~.llm_stage.EndpointFailure`) instead.
+    """
 
     client: ChatClient
     prompt: str | Path = "standardize"
@@ -194,7 +197,7 @@ class LLMStandardizer:
         try:
             return parse_report_json(self.client.chat(messages))
         except (LLMError, InvalidAnswer) as err:
-            return f"LLM standardisation failed: {err}"
+            return reject_reason(self.name, record.key, "LLM standardisation", err)
 
     def process(self, records: Iterable[CXRRecord], reject: RejectSink) -> Iterator[CXRRecord]:
         """Yield records rewritten by the model, in input order."""

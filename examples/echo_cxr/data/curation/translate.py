@@ -6,8 +6,9 @@ corpus size does not change. Selection is a seeded hash of each record's key, so
 depend on stream order or on which other records survived earlier stages (each study is
 chosen independently with probability ``fraction``: about, not exactly, half).
 
-A failed call or an answer that is not ``{"findings", "impression"}`` JSON containing Chinese
-text rejects the study, so no untranslated English copy hides among the ``zh`` records.
+An answer that is not ``{"findings", "impression"}`` JSON containing Chinese text rejects the
+study, so no untranslated English copy hides among the ``zh`` records. A failing endpoint
+stops the stage instead (nothing saved; a rerun retries).
 
     stage = BilingualAugment(ChatClient("http://127.0.0.1:8000", "baichuan-inc/Baichuan-M2-32B"))
 """
@@ -24,7 +25,7 @@ from typing import Any
 
 from ..llm_client import ChatClient, InvalidAnswer, LLMError, parse_report_json
 from ..records import CXRRecord, Rejected, RejectSink
-from .llm_stage import load_prompt, map_ordered, render
+from .llm_stage import load_prompt, map_ordered, reject_reason, render
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -68,7 +69,7 @@ class BilingualAugment:
         try:
             answer = parse_report_json(self.client.chat(messages))
         except (LLMError, InvalidAnswer) as err:
-            return f"translation failed: {err}"
+            return reject_reason(self.name, record.key, "translation", err)
         for part in ("findings", "impression"):
             if getattr(record, part).strip() and not _CJK.search(answer[part]):
                 return f"translation failed: {part} has no Chinese characters: {answer[part][:60]!r}"
