@@ -220,6 +220,9 @@ class ModelConfig:
                f"must be float32, bfloat16 or float16, got {self.dtype!r}")
         if self.tiny is not None:
             check("model_type" in self.tiny, "model.tiny.model_type", "is required")
+            from .model_keys import check_model_keys
+
+            check_model_keys(self.tiny, "model.tiny")
 
 
 @dataclass
