@@ -13,6 +13,7 @@ import torch
 from blockdistill import BlockDiffusionLM
 from blockdistill.cli import main
 from blockdistill.distill import TrajectoryDataset
+from blockdistill.models.provenance import mark_trained
 from blockdistill.recipes import AR_CONVERSION_SHIFT
 from blockdistill.testing import tiny_qwen2, tiny_tokenizer
 
@@ -30,7 +31,9 @@ def inputs(tmp_path_factory) -> Path:
     and prompt/response pairs."""
     root = tmp_path_factory.mktemp("cli_rules")
     tok = tiny_tokenizer()
-    BlockDiffusionLM.from_causal_lm(tiny_qwen2(), tok, block_size=8, shift=True).save_pretrained(root / "teacher")
+    teacher = BlockDiffusionLM.from_causal_lm(tiny_qwen2(), tok, block_size=8, shift=True)
+    mark_trained(teacher, "rad")  # stands in for a RAD-trained teacher (collect refuses an untrained one)
+    teacher.save_pretrained(root / "teacher")
     tiny_tokenizer().save_pretrained(root / "tok")
     g = torch.Generator().manual_seed(0)
     with open(root / "prompts.jsonl", "w") as f:

@@ -16,6 +16,7 @@ from blockdistill import BlockDiffusionLM
 from blockdistill.cli import main
 from blockdistill.config import load_config
 from blockdistill.distill import CollectConfig, DCDTrainConfig, TrajectoryDataset
+from blockdistill.models.provenance import mark_trained
 from blockdistill.testing import tiny_qwen2, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def teacher_dir(tmp_path: Path) -> Path:
     tok = tiny_tokenizer()
     bd = BlockDiffusionLM.from_causal_lm(tiny_qwen2(), tok, block_size=4)
+    mark_trained(bd, "rad")  # stands in for a RAD-trained teacher (collect refuses an untrained one)
     bd.save_pretrained(tmp_path / "rad", tokenizer=tok)
     # Tokenizer in its own directory (next to a qwen2 config.json it would reload as Qwen2Tokenizer).
     tiny_tokenizer().save_pretrained(tmp_path / "tok")

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from blockdistill import BlockDiffusionLM
+from blockdistill.models.provenance import mark_trained
 from blockdistill.testing import tiny_qwen2, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +37,7 @@ def write_text_data(tmp_path: Path, n: int = 16) -> tuple[Path, Path]:
 def write_teacher(tmp_path: Path) -> Path:
     tok = tiny_tokenizer()
     bd = BlockDiffusionLM.from_causal_lm(tiny_qwen2(), tok, block_size=4)
+    mark_trained(bd, "rad")  # stands in for a RAD-trained teacher (collect refuses an untrained one)
     bd.save_pretrained(tmp_path / "teacher", tokenizer=tok)
     return tmp_path / "teacher"
 

@@ -21,6 +21,7 @@ from blockdistill import BlockDiffusionLM
 from blockdistill.cli import main
 from blockdistill.distill.dataset import TrajectoryDataset
 from blockdistill.distill.writer import CollectionMismatchError, ShardWriter, done_ids
+from blockdistill.models.provenance import mark_trained
 from blockdistill.testing import tiny_qwen2, tiny_tokenizer
 from tests.reliability.helpers import run_faulty, write_teacher, write_text_data
 from tests.reliability.test_damaged import flip, truncate
@@ -128,6 +129,7 @@ def test_appending_with_other_decode_settings_is_refused(inputs, tmp_path, capsy
 def test_appending_with_another_teacher_is_refused(inputs, tmp_path, capsys):
     root, tok, data, teacher = inputs
     other = BlockDiffusionLM.from_causal_lm(tiny_qwen2(seed=1), tiny_tokenizer(), block_size=4)
+    mark_trained(other, "rad")  # a second (stand-in) RAD-trained teacher
     other.save_pretrained(tmp_path / "other", tokenizer=tiny_tokenizer())
     out = tmp_path / "traj"
     assert main(collect_args(tok, data, teacher, out)) == 0

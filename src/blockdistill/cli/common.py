@@ -28,11 +28,17 @@ def block_args(block: BlockConfig) -> dict[str, Any]:
 
 def teacher(model: ModelConfig, block: BlockConfig, tokenizer: Any, seed: int):
     """The saved block-diffusion model ``model`` names, in eval mode, with the block rules it was
-    trained with (a configured ``block.*`` that contradicts them is a ConfigError naming it)."""
+    trained with (a configured ``block.*`` that contradicts them is a ConfigError naming it).
+    A model never trained as a block-diffusion model is refused
+    (:func:`~blockdistill.models.provenance.require_block_trained`)."""
     from blockdistill.models.backbones import load_backbone
+    from blockdistill.models.provenance import require_block_trained
     from blockdistill.recipes import wrap_for_stage
 
-    return wrap_for_stage(load_backbone(model, seed), tokenizer, **block_args(block)).eval()
+    backbone = load_backbone(model, seed)
+    name = f"model.pretrained={model.pretrained}" if model.pretrained else "the teacher (model.tiny/gguf_file)"
+    require_block_trained(backbone, name)  # before wrap_for_stage would convert an AR model
+    return wrap_for_stage(backbone, tokenizer, **block_args(block)).eval()
 
 
 def prompts(data: DataConfig, tokenizer: Any) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from blockdistill.models.adapter import CONFIG_KEY, BlockDiffusionLM, BlockSpec
+from blockdistill.models.provenance import mark_trained
 from blockdistill.utils.checksum import verify_model_dir
 
 __all__ = ["MASK_TOKEN", "CheckpointError", "ReleasedCheckpoint", "load_released", "read_checkpoint_config"]
@@ -214,4 +215,6 @@ def load_released(path: str | os.PathLike, *, block_size: int | None = None, mas
     model = load_stock_model(ckpt, torch_dtype)
     spec = BlockSpec(block_size=size, mask_token_id=int(mask), eos_token_id=int(eos), pad_token_id=int(pad),
                      shift=False)
-    return BlockDiffusionLM(model, spec, attn_backend=attn_backend), tok
+    bd = BlockDiffusionLM(model, spec, attn_backend=attn_backend)
+    mark_trained(bd, "released")  # trained by its authors: collect and train-dcd accept it
+    return bd, tok

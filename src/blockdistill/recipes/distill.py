@@ -32,6 +32,7 @@ from blockdistill.lightning import BlockDataModule
 from blockdistill.lightning.collect import CollectSystem, PromptDataModule, TrajectoryWriter
 from blockdistill.lightning.dcd import DCDSystem
 from blockdistill.models.adapter import BlockDiffusionLM
+from blockdistill.models.provenance import mark_trained
 from blockdistill.recipes.train import Data, StageResult, fit, save_trained
 
 __all__ = ["collect", "collection_producer", "predict_trainer", "train_dcd", "trajectory_data"]
@@ -140,6 +141,7 @@ def train_dcd(teacher: BlockDiffusionLM, data: Data, *, optim: OptimConfig, dist
     if trainer.gradient_checkpointing:
         system.student.model.gradient_checkpointing_enable()
     res = fit(system, data, trainer, logger=logger)
+    mark_trained(system.student, "dcd")
     if out_dir is not None and res.trainer.is_global_zero:
         save_trained(system.student, out_dir, tokenizer=tokenizer, lora=lora)
     return res

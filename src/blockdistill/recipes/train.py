@@ -34,6 +34,7 @@ from blockdistill.data import BlockCollator
 from blockdistill.lightning import ARSystem, BlockDataModule, RADSystem, build_trainer, resume_path
 from blockdistill.lightning.trainer import training_settings
 from blockdistill.models.adapter import BlockDiffusionLM, atomic_save_pretrained
+from blockdistill.models.provenance import mark_trained
 
 __all__ = ["StageResult", "block_data", "fit", "save_trained", "train_ar", "train_rad"]
 
@@ -114,6 +115,7 @@ def train_rad(model: BlockDiffusionLM, data: Data, *, optim: OptimConfig, noise:
         model.model.gradient_checkpointing_enable()
     system = RADSystem(model.train(), optim, noise, layout, seed=trainer.seed, lora=lora)
     res = fit(system, data, trainer, logger=logger)
+    mark_trained(model, "rad")
     if out_dir is not None and res.trainer.is_global_zero:
         save_trained(model, out_dir, tokenizer=tokenizer, lora=lora)
     return res
