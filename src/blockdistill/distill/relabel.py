@@ -39,7 +39,6 @@ from blockdistill.layout import (
 )
 from blockdistill.losses.rows import TokenDists
 from blockdistill.models.adapter import BlockDiffusionLM
-from blockdistill.models.attention import render_mask
 from blockdistill.models.families import VisionInputs
 from blockdistill.sampling.block import block_generate
 from blockdistill.sampling.hf import HFDenoiser
@@ -142,7 +141,6 @@ class _CleanContext:
 
     def __init__(self, bd: BlockDiffusionLM, input_ids: Tensor, prompt_lens: Tensor, seq_lens: Tensor,
                  vision: VisionInputs | None) -> None:
-        from transformers import DynamicCache
 
         b, n = input_ids.shape
         L = bd.spec.block_size
@@ -151,10 +149,10 @@ class _CleanContext:
         self.clean = bd.embed(input_ids, vision)
         pos_clean, _ = bd.positions(input_ids, padding_mask(seq_lens, n), vision)
         self.pos = self.lay.positions(pos_clean)
-        self.cache = DynamicCache(config=bd.family.text_config(bd.model))
+        self.cache = bd.new_cache()
         self.hidden_clean = bd.run(self.clean, pos_clean, clean_layout(seq_lens, L, width=n), cache=self.cache)
         self.q = self.lay.clean_index.shape[1] - n
-        self.mask = render_mask(self.lay, bd.attn_backend, self.clean.dtype, num_queries=self.q)
+        self.mask = bd.render_mask(self.lay, self.clean.dtype, num_queries=self.q)
 
     def logits(self, masked: Tensor, shown: Tensor, targets: Tensor) -> Tensor:
         """``(B, K, V)`` logits at clean indices ``targets``; the noisy copy masks ``masked`` and shows

@@ -46,6 +46,7 @@ def attends(
     k_valid: Tensor,
     k_slot: Tensor,
     block_size: int,
+    window: int | None = None,
 ) -> Tensor:
     """The attention rule. All arguments broadcast together; returns bool "query may see key".
 
@@ -53,7 +54,11 @@ def attends(
       inside a block);
     - a noisy query sees clean keys of strictly earlier blocks and noisy keys of its own block;
     - clean queries never see noisy keys; batch padding is never seen;
-    - a padding query sees only itself, so no softmax row is empty (its output is ignored).
+    - a padding query sees only itself, so no softmax row is empty (its output is ignored);
+    - ``window`` (a sliding-window layer's ``sliding_window``): besides, a query at clean index
+      ``i`` sees only keys at ``j > i - window``, HF's own sliding-window rule
+      (``kv_idx > q_idx - sliding_window``) on clean indices; keys after ``i`` (its own block)
+      are unaffected.
 
     ``*_index`` are clean-stream indices, ``*_slot`` physical slot numbers (for the padding
     self-edge). Written with ``~(a ^ b)`` instead of ``==`` on booleans so that
@@ -66,6 +71,8 @@ def attends(
     from_clean = q_clean & k_clean & (bk <= bq)
     from_noisy = q_noisy & ((k_clean & (bk < bq)) | (k_noisy & (bk == bq)))
     real = q_valid & k_valid & (from_clean | from_noisy)
+    if window is not None:
+        real = real & (k_index > q_index - window)
     return real | (~q_valid & (q_slot == k_slot))
 
 
@@ -189,9 +196,10 @@ def training_layout(name: str, prompt_lens: Tensor, seq_lens: Tensor, block_size
     return TRAINING_LAYOUTS[name](prompt_lens, seq_lens, block_size, width)
 
 
-def dense_mask(layout: SlotLayout, num_queries: int | None = None) -> Tensor:
+def dense_mask(layout: SlotLayout, num_queries: int | None = None, window: int | None = None) -> Tensor:
     """Bool ``(B, 1, Q, T)`` mask (True = attend) for the last ``Q`` slots as queries over all
-    ``T`` slots as keys (``Q = T`` by default; fewer when earlier slots are a KV cache)."""
+    ``T`` slots as keys (``Q = T`` by default; fewer when earlier slots are a KV cache);
+    ``window``: a sliding-window layer's (see :func:`attends`)."""
     t = layout.num_slots
     q = t if num_queries is None else num_queries
     qs = slice(t - q, t)
@@ -199,7 +207,7 @@ def dense_mask(layout: SlotLayout, num_queries: int | None = None) -> Tensor:
     m = attends(
         layout.clean_index[:, qs, None], layout.noisy[:, qs, None], layout.valid[:, qs, None], slots[qs, None],
         layout.clean_index[:, None, :], layout.noisy[:, None, :], layout.valid[:, None, :], slots[None, :],
-        layout.block_size,
+        layout.block_size, window,
     )
     return m[:, None]
 
@@ -212,7 +220,8 @@ def additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
-def mask_mod(layout: SlotLayout, num_queries: int | None = None) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
+def mask_mod(layout: SlotLayout, num_queries: int | None = None,
+             window: int | None = None) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
     """flex_attention ``mask_mod(b, h, q, kv)`` for the same rule as :func:`dense_mask`."""
     t = layout.num_slots
     off = t - (t if num_queries is None else num_queries)
@@ -221,17 +230,18 @@ def mask_mod(layout: SlotLayout, num_queries: int | None = None) -> Callable[[Te
 
     def mod(b: Tensor, h: Tensor, q: Tensor, kv: Tensor) -> Tensor:
         qs = q + off
-        return attends(ci[b, qs], nz[b, qs], va[b, qs], qs, ci[b, kv], nz[b, kv], va[b, kv], kv, size)
+        return attends(ci[b, qs], nz[b, qs], va[b, qs], qs, ci[b, kv], nz[b, kv], va[b, kv], kv, size, window)
 
     return mod
 
 
-def flex_block_mask(layout: SlotLayout, num_queries: int | None = None, compile: bool = False):
+def flex_block_mask(layout: SlotLayout, num_queries: int | None = None, compile: bool = False,
+                    window: int | None = None):
     """A flex_attention ``BlockMask`` for :func:`mask_mod`. Cache it per shape: building it costs."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     t = layout.num_slots
     q = t if num_queries is None else num_queries
     fn = torch.compile(create_block_mask) if compile else create_block_mask
-    return fn(mask_mod(layout, num_queries), layout.clean_index.shape[0], None, q, t,
+    return fn(mask_mod(layout, num_queries, window), layout.clean_index.shape[0], None, q, t,
               device=layout.clean_index.device)

@@ -27,7 +27,14 @@ import torch
 from torch import Tensor, nn
 
 from blockdistill.layout import SlotLayout, clean_layout, padding_mask, training_layout
-from blockdistill.models.attention import check_backend, hf_attn_implementation, render_mask
+from blockdistill.models.attention import (
+    Windows,
+    check_backend,
+    check_windows,
+    hf_attn_implementation,
+    render_mask,
+)
+from blockdistill.models.backbones import stop_ids
 from blockdistill.models.families import BackboneFamily, VisionInputs, family_for
 from blockdistill.utils.checksum import verify_model_dir, write_dir_manifest
 
@@ -98,6 +105,9 @@ class BlockDiffusionLM(nn.Module):
             raise ValueError(f"block_size must be >= 1, got {spec.block_size}")
         self.spec = spec
         self.attn_backend = attn_backend
+        self.windows = check_windows(model, self.family.decoder(model))
+        """Each layer type's sliding window (:func:`~blockdistill.models.attention.layer_windows`):
+        every mask this model renders is intersected with them."""
         model.config.__dict__[CONFIG_KEY] = asdict(spec)
         self.set_attn_backend(attn_backend)
 
@@ -232,7 +242,21 @@ class BlockDiffusionLM(nn.Module):
         ``cache``). Returns hidden states ``(B, Q, D)``. ``attn_mask`` may be passed pre-rendered
         (samplers cache it per shape); otherwise it is rendered from ``layout``."""
         return run_backbone(self.model, self.family, self.attn_backend, inputs_embeds, position_ids, layout,
-                            num_queries=num_queries, cache=cache, attn_mask=attn_mask)
+                            num_queries=num_queries, cache=cache, attn_mask=attn_mask, windows=self.windows)
+
+    def render_mask(self, layout: SlotLayout, dtype: torch.dtype, num_queries: int | None = None) -> Any:
+        """``layout``'s mask in this model's backend, each layer type's window applied (what the
+        samplers pre-render and pass as ``run(attn_mask=)``)."""
+        return render_mask(layout, self.attn_backend, dtype, num_queries, self.windows)
+
+    def new_cache(self) -> Any:
+        """An empty KV cache that keeps every key of every layer: HF's ``DynamicCache(config=)``
+        would make sliding-window layers drop keys older than the window, but which cached keys
+        a query sees is the block mask's decision (windows included), and cache slots must stay
+        aligned with the samplers' slot descriptors."""
+        from transformers import DynamicCache
+
+        return DynamicCache()
 
     def logits(self, hidden: Tensor) -> Tensor:
         """LM head on ``(..., D)`` hidden states -> ``(..., V)`` float logits, with every transform
@@ -309,11 +333,13 @@ class BlockDiffusionLM(nn.Module):
 
 def run_backbone(model: nn.Module, family: BackboneFamily, backend: str, inputs_embeds: Tensor,
                  position_ids: Tensor, layout: SlotLayout, *, num_queries: int | None = None,
-                 cache: Any = None, attn_mask: Any = None) -> Tensor:
-    """Hidden states ``(B, Q, D)`` of ``model``'s decoder on the last ``num_queries`` slots of ``layout``."""
+                 cache: Any = None, attn_mask: Any = None, windows: Windows | None = None) -> Tensor:
+    """Hidden states ``(B, Q, D)`` of ``model``'s decoder on the last ``num_queries`` slots of ``layout``
+    (the mask rendered with each layer type's sliding window; ``windows`` None: read from ``model``)."""
     check_backend(backend, inputs_embeds.device, training=model.training and torch.is_grad_enabled())
     if attn_mask is None:
-        attn_mask = render_mask(layout, backend, inputs_embeds.dtype, num_queries)
+        windows = check_windows(model, family.decoder(model)) if windows is None else windows
+        attn_mask = render_mask(layout, backend, inputs_embeds.dtype, num_queries, windows)
     out = family.decoder(model)(
         inputs_embeds=inputs_embeds, position_ids=position_ids, attention_mask=attn_mask,
         cache=cache, use_cache=cache is not None,
@@ -337,22 +363,6 @@ def causal_logits(model: nn.Module, input_ids: Tensor, seq_lens: Tensor, keep: T
     hidden = run_backbone(model, family, attn_backend, emb, lay.positions(pos), lay)
     hidden = hidden.gather(1, keep[..., None].expand(-1, -1, hidden.shape[-1]))
     return family.head_logits(model, hidden).float()
-
-
-def stop_ids(model: nn.Module, tokenizer: Any, eos_token_id: int | Sequence[int] | None = None) -> list[int]:
-    """The EOS ids a converted model stops at: ``eos_token_id`` (an id or a list) when given; else
-    the tokenizer's EOS first (it pads), then every id of the HF generation config's
-    ``eos_token_id`` (a list for Llama-3-Instruct, Qwen2.5-Instruct)."""
-    if eos_token_id is not None:
-        ids = [int(eos_token_id)] if isinstance(eos_token_id, int) else [int(i) for i in eos_token_id]
-    else:
-        gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        gen = [] if gen is None else [gen] if isinstance(gen, int) else list(gen)
-        first = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else (gen[0] if gen else None)
-        ids = [] if first is None else [int(first), *(int(i) for i in gen)]
-    if not ids:
-        raise ValueError("tokenizer and generation config have no eos_token_id; pass eos_token_id explicitly")
-    return list(dict.fromkeys(ids))
 
 
 def atomic_save_pretrained(model: nn.Module | None, path: str | os.PathLike, tokenizer: Any = None,

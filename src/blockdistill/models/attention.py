@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 from torch import Tensor, nn
 
@@ -44,15 +47,81 @@ def check_backend(backend: str, device: torch.device, training: bool) -> None:
             raise RuntimeError("attn_backend='xformers' needs the xformers extra: pip install 'blockdistill[xformers]'") from e
 
 
-def render_mask(layout: SlotLayout, backend: str, dtype: torch.dtype, num_queries: int | None = None):
-    """The attention mask for ``layout`` in ``backend``'s form (last ``num_queries`` slots query)."""
+Windows = dict[str, "int | None"]
+"""HF layer type (``full_attention``, ``sliding_attention``) -> that layer's ``sliding_window``
+(None: no window), for the layer types a model has."""
+
+
+def layer_windows(model: nn.Module) -> Windows:
+    """Each layer type of ``model``'s decoder and its window, as HF's own cache and masks read
+    them (``config.layer_types``, else ``sliding_window`` on every layer: Mistral, Mixtral,
+    StarCoder2, Phi-3, Qwen3-MoE). A layer type without a block rule here (chunked attention) is
+    refused, naming the model type and the field."""
+    from transformers.cache_utils import get_layer_types_and_kwargs
+
+    cfg = model.config.get_text_config(decoder=True)
+    types, kwargs = get_layer_types_and_kwargs(cfg)
+    out: Windows = {}
+    for t, kw in zip(types, kwargs):
+        if t == "full_attention":
+            w = None
+        elif t == "sliding_attention":
+            w = None if kw.get("sliding_window") is None else int(kw["sliding_window"])
+        else:
+            raise ValueError(f"model_type={cfg.model_type!r}: layer type {t!r} (config.layer_types) has no "
+                             "block-attention rule in blockdistill (only full and sliding-window attention)")
+        if out.get(t, w) != w:
+            raise ValueError(f"model_type={cfg.model_type!r}: {t} layers with different windows ({out[t]}, {w})")
+        out[t] = w
+    return out
+
+
+def render_mask(layout: SlotLayout, backend: str, dtype: torch.dtype, num_queries: int | None = None,
+                windows: Windows | None = None):
+    """The attention mask for ``layout`` in ``backend``'s form (last ``num_queries`` slots query),
+    intersected with each layer type's sliding window (:func:`layer_windows`): one mask when every
+    layer has the same window, else ``{layer type: mask}``, which the decoders of mixed models
+    (Qwen2/3, Gemma-2/3, Qwen2-VL) take in place of one mask and hand each layer its own."""
+    distinct = set((windows or {None: None}).values())
+    if len(distinct) == 1:
+        return _render(layout, backend, dtype, num_queries, distinct.pop())
+    rendered = {w: _render(layout, backend, dtype, num_queries, w) for w in distinct}
+    return {t: rendered[w] for t, w in windows.items()}
+
+
+def _render(layout: SlotLayout, backend: str, dtype: torch.dtype, num_queries: int | None, window: int | None):
     if backend == "sdpa":
-        return dense_mask(layout, num_queries)
+        return dense_mask(layout, num_queries, window)
     if backend in ("eager", "xformers"):
-        return additive_mask(dense_mask(layout, num_queries), dtype)
+        return additive_mask(dense_mask(layout, num_queries, window), dtype)
     if backend == "flex_attention":
-        return flex_block_mask(layout, num_queries)
+        return flex_block_mask(layout, num_queries, window=window)
     raise ValueError(f"attn_backend must be one of {ATTN_BACKENDS}, got {backend!r}")
+
+
+@functools.cache
+def takes_mask_mapping(decoder_type: type) -> bool:
+    """The decoder's forward accepts ``{layer type: mask}`` (HF 5.x's ``causal_mask_mapping``
+    idiom: ``if not isinstance(causal_mask_mapping := attention_mask, dict)``)."""
+    try:
+        src = inspect.getsource(decoder_type.forward)
+    except (OSError, TypeError):
+        return False
+    return "isinstance(causal_mask_mapping := attention_mask, dict)" in src
+
+
+def check_windows(model: nn.Module, decoder: nn.Module) -> Windows:
+    """:func:`layer_windows`, refused where layers differ but the decoder takes one mask for all
+    (the window would be dropped or forced on every layer)."""
+    windows = layer_windows(model)
+    if len(set(windows.values())) > 1 and not takes_mask_mapping(type(decoder)):
+        cfg = model.config.get_text_config(decoder=True)
+        raise ValueError(f"model_type={cfg.model_type!r}: its layers differ in sliding window "
+                         f"(config.layer_types / sliding_window: {windows}) but {type(decoder).__name__} takes one "
+                         "attention mask for every layer; blockdistill cannot intersect each layer's window with the "
+                         "block mask there. Set config.sliding_window to None (or a window longer than any "
+                         "sequence) to run without windows.")
+    return windows
 
 
 def _xformers_attention(module: nn.Module, query: Tensor, key: Tensor, value: Tensor,

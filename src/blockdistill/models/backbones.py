@@ -6,6 +6,7 @@ set explicitly in the config.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +89,19 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
         if cls in ("TokenizersBackend", "PreTrainedTokenizerFast"):
             return PreTrainedTokenizerFast.from_pretrained(path)
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+def stop_ids(model: nn.Module, tokenizer: Any, eos_token_id: int | Sequence[int] | None = None) -> list[int]:
+    """The EOS ids a converted model stops at: ``eos_token_id`` (an id or a list) when given; else
+    the tokenizer's EOS first (it pads), then every id of the HF generation config's
+    ``eos_token_id`` (a list for Llama-3-Instruct, Qwen2.5-Instruct)."""
+    if eos_token_id is not None:
+        ids = [int(eos_token_id)] if isinstance(eos_token_id, int) else [int(i) for i in eos_token_id]
+    else:
+        gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        gen = [] if gen is None else [gen] if isinstance(gen, int) else list(gen)
+        first = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else (gen[0] if gen else None)
+        ids = [] if first is None else [int(first), *(int(i) for i in gen)]
+    if not ids:
+        raise ValueError("tokenizer and generation config have no eos_token_id; pass eos_token_id explicitly")
+    return list(dict.fromkeys(ids))

@@ -16,7 +16,6 @@ from torch import Tensor
 
 from blockdistill.layout import SlotLayout, clean_layout, padding_mask
 from blockdistill.models.adapter import BlockDiffusionLM
-from blockdistill.models.attention import render_mask
 from blockdistill.models.families import VisionInputs
 from blockdistill.sampling.common import check_prompts, device_sync, finish_sequence
 from blockdistill.sampling.output import GenerationOutput, GenerationStats
@@ -62,7 +61,7 @@ def ar_generate(model: BlockDiffusionLM, prompt_ids: Tensor, prompt_lens: Tensor
     valid = padding_mask(prompt_lens, p)
     emb = model.embed(prompt_ids, vision)
     pos, delta = model.positions(prompt_ids, valid, vision)
-    cache = _new_cache(model)
+    cache = model.new_cache()
     hidden = model.run(emb, pos, pre, cache=cache)
     rows_all = torch.arange(b0, device=dev)
     logits = model.logits(hidden[rows_all, prompt_lens - 1])
@@ -71,7 +70,7 @@ def ar_generate(model: BlockDiffusionLM, prompt_ids: Tensor, prompt_lens: Tensor
 
     step_masks = None
     if model.attn_backend in _SLICEABLE:
-        step_masks = render_mask(lay, model.attn_backend, emb.dtype, num_queries=m)  # (B, 1, M, P+M)
+        step_masks = model.render_mask(lay, emb.dtype, num_queries=m)  # (B, 1, M, P+M), or one per layer type
     origin = rows_all
     out = torch.full((b0, m), spec.pad_token_id, dtype=torch.long, device=dev)
     results: dict[int, Tensor] = {}
@@ -93,13 +92,13 @@ def ar_generate(model: BlockDiffusionLM, prompt_ids: Tensor, prompt_lens: Tensor
             lay = SlotLayout(lay.clean_index[keep], lay.noisy[keep], lay.valid[keep], 1, p + m)
             cache.batch_select_indices(keep)
             if step_masks is not None:
-                step_masks = step_masks[keep]
+                step_masks = _each(step_masks, lambda x, k=keep: x[k])
         index = gen_idx[:, t: t + 1]
         if step_masks is not None:
-            mask = step_masks[:, :, t: t + 1, : p + t + 1]
+            mask = _each(step_masks, lambda x, t=t: x[:, :, t: t + 1, : p + t + 1])
         else:
             sub = SlotLayout(lay.clean_index[:, : p + t + 1], lay.noisy[:, : p + t + 1], lay.valid[:, : p + t + 1], 1, p + t + 1)
-            mask = render_mask(sub, model.attn_backend, emb.dtype, num_queries=1)
+            mask = model.render_mask(sub, emb.dtype, num_queries=1)
         hidden = model.run(decoder_emb(tok[:, None]), model.family.text_positions(index, delta), None,
                            num_queries=1, cache=cache, attn_mask=mask)
         logits = model.logits(hidden[:, 0])
@@ -115,7 +114,6 @@ def ar_generate(model: BlockDiffusionLM, prompt_ids: Tensor, prompt_lens: Tensor
     return GenerationOutput(seqs, stats)
 
 
-def _new_cache(model: BlockDiffusionLM):
-    from transformers import DynamicCache
-
-    return DynamicCache(config=model.family.text_config(model.model))
+def _each(mask, fn):
+    """``fn`` on a mask, or on each layer type's mask of a ``{layer type: mask}`` mapping."""
+    return {t: fn(m) for t, m in mask.items()} if isinstance(mask, dict) else fn(mask)

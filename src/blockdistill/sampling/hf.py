@@ -24,7 +24,6 @@ from blockdistill.layout import (
     response_block_start,
 )
 from blockdistill.models.adapter import BlockDiffusionLM, BlockSpec
-from blockdistill.models.attention import render_mask
 from blockdistill.models.families import VisionInputs
 
 __all__ = ["HFDenoiser", "HFState"]
@@ -79,9 +78,7 @@ class HFDenoiser:
         return self.model.device
 
     def new_cache(self) -> Any:
-        from transformers import DynamicCache
-
-        return DynamicCache(config=self.model.family.text_config(self.model.model))
+        return self.model.new_cache()
 
     # ------------------------------------------------------------------ protocol
     @torch.no_grad()
@@ -98,7 +95,7 @@ class HFDenoiser:
         cache = self.new_cache()
         last = None
         if width > 0:
-            mask = render_mask(lay, bd.attn_backend, emb.dtype)
+            mask = bd.render_mask(lay, emb.dtype)
             hidden = bd.run(emb[:, :width], pos[..., :width], lay, cache=cache, attn_mask=mask)
             if self.spec.shift:
                 at = (start - 1).clamp(min=0)
@@ -133,8 +130,8 @@ class HFDenoiser:
         key = (c, q, append)
         mask = state.masks.get(key)
         if mask is None:
-            mask = state.masks[key] = render_mask(self._layout(state, query_index, append), bd.attn_backend,
-                                                  emb.dtype, num_queries=q)
+            mask = state.masks[key] = bd.render_mask(self._layout(state, query_index, append), emb.dtype,
+                                                     num_queries=q)
         hidden = bd.run(emb, pos, None, num_queries=q, cache=state.cache, attn_mask=mask)
         if append < q:
             state.cache.crop(-(q - append))
