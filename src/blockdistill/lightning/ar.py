@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from blockdistill.config import OptimConfig
 from blockdistill.data import Batch
-from blockdistill.lightning.common import StageSystem
+from blockdistill.lightning.common import StageSystem, with_router_aux
 from blockdistill.losses import ar_loss, response_positions
 from blockdistill.models.adapter import causal_logits
 
@@ -23,4 +23,4 @@ class ARSystem(StageSystem):
         logits = causal_logits(self.net, batch.input_ids, batch.seq_lens, targets - 1, batch.vision,
                                self.attn_backend)
         loss = ar_loss(logits, batch.input_ids.gather(1, targets), present)
-        return loss, {}
+        return with_router_aux(self.net, loss, {})

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from blockdistill.config import LoraConfig, OptimConfig
+from blockdistill.models.families import pop_router_aux
 from blockdistill.models.lora import apply_lora, is_lora, trainable_parameter_names
 
 LORA_CHECKPOINT_KEY = "blockdistill_lora_trainable"
@@ -40,6 +41,16 @@ def warmup_cosine(step: int, total: int, warmup: int, schedule: str, min_ratio: 
         return 1.0
     frac = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+def with_router_aux(net: nn.Module, loss: Tensor, stats: dict[str, float]) -> tuple[Tensor, dict[str, float]]:
+    """``loss`` plus the router load-balancing loss of the forward that made it, where the
+    backbone has one (mixture of experts with ``output_router_logits``: HF adds it the same way,
+    ``router_aux_loss_coef`` times HF's ``load_balancing_loss_func``); logged as ``router_aux``."""
+    aux = pop_router_aux(net)
+    if aux is None:
+        return loss, stats
+    return loss + aux.to(loss.dtype), {**stats, "router_aux": float(aux.detach())}
 
 
 class StageSystem(L.LightningModule):

@@ -36,7 +36,7 @@ from blockdistill.distill.prompts import PromptBatch
 from blockdistill.distill.relabel import StudentRolloutCollector
 from blockdistill.distill.schedules import Schedule, proportional, step_weights
 from blockdistill.distill.targets import CommitStepTarget, TargetBuilder
-from blockdistill.lightning.common import StageSystem
+from blockdistill.lightning.common import StageSystem, with_router_aux
 from blockdistill.losses.distill import Divergence, dcd_loss, forward_kl
 from blockdistill.models.adapter import BlockDiffusionLM
 
@@ -165,6 +165,7 @@ class DCDSystem(StageSystem):
                                            batch.gen_index, vision=batch.vision)
         loss, stats = dcd_loss(logits, target, weights, kl_mask, eos_mask, eos_token_id=spec.eos_token_ids,
                                lambda_eos=self.lambda_eos, divergence=self.divergence)
+        loss, stats = with_router_aux(self.net, loss, stats)
         stats["dropped"] = float(batch.dropped.sum()) if batch.dropped is not None else 0.0
         return loss, stats
 

@@ -10,7 +10,7 @@ from torch import Tensor
 from blockdistill.config import LoraConfig, NoiseConfig, OptimConfig
 from blockdistill.data import Batch
 from blockdistill.layout import TRAINING_LAYOUTS
-from blockdistill.lightning.common import StageSystem
+from blockdistill.lightning.common import StageSystem, with_router_aux
 from blockdistill.losses import diffusion_loss
 from blockdistill.losses.noise import complement, sample_noise
 from blockdistill.models.adapter import BlockDiffusionLM
@@ -42,5 +42,6 @@ class RADSystem(StageSystem):
         generator = generator if generator is not None else self.noise_generator()
         z = sample_noise(maskable, self.net.block_size, self.noise.eps, self.noise.per_block, generator)
         noises = [z, complement(z, maskable, self.noise.eps)] if self.noise.complementary else [z]
-        return diffusion_loss(self.net, batch.input_ids, batch.prompt_lens, batch.seq_lens, maskable, noises,
-                              vision=batch.vision, layout=self.layout)
+        loss, stats = diffusion_loss(self.net, batch.input_ids, batch.prompt_lens, batch.seq_lens, maskable, noises,
+                                     vision=batch.vision, layout=self.layout)
+        return with_router_aux(self.net, loss, stats)

@@ -36,6 +36,7 @@ from blockdistill.models.attention import (
 )
 from blockdistill.models.backbones import stop_ids
 from blockdistill.models.families import BackboneFamily, VisionInputs, family_for
+from blockdistill.models.families.base import ROUTER_AUX
 from blockdistill.utils.checksum import verify_model_dir, write_dir_manifest
 
 CONFIG_KEY = "blockdistill"
@@ -340,10 +341,14 @@ def run_backbone(model: nn.Module, family: BackboneFamily, backend: str, inputs_
     if attn_mask is None:
         windows = check_windows(model, family.decoder(model)) if windows is None else windows
         attn_mask = render_mask(layout, backend, inputs_embeds.dtype, num_queries, windows)
+    aux_weight = family.router_aux_weight(model) if model.training and cache is None and layout is not None else 0.0
+    extra = {"output_router_logits": True} if aux_weight else {}
     out = family.decoder(model)(
         inputs_embeds=inputs_embeds, position_ids=position_ids, attention_mask=attn_mask,
-        cache=cache, use_cache=cache is not None,
+        cache=cache, use_cache=cache is not None, **extra,
     )
+    if aux_weight:
+        model.__dict__[ROUTER_AUX] = aux_weight * family.router_aux_loss(model, out.router_logits, layout.valid)
     return out.last_hidden_state
 
 

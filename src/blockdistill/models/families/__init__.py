@@ -10,6 +10,7 @@ from blockdistill.models.families.base import (
     BackboneFamily,
     VisionInputs,
     family_for,
+    pop_router_aux,
     register_family,
     registered_families,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "Qwen25VLFamily",
     "TextFamily",
     "VisionInputs",
+    "pop_router_aux",
     "family_for",
     "register_family",
     "registered_families",

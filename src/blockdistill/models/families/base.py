@@ -73,6 +73,15 @@ class BackboneFamily:
             return "eager"
         return backend
 
+    def router_aux_weight(self, model: nn.Module) -> float:
+        """Weight of the router's load-balancing loss in training (0: none; mixture-of-experts
+        families: HF's ``router_aux_loss_coef`` when ``output_router_logits`` is set)."""
+        return 0.0
+
+    def router_aux_loss(self, model: nn.Module, router_logits: tuple[Tensor, ...], valid: Tensor) -> Tensor:
+        """The unweighted load-balancing loss over the real tokens ``valid`` ``(B, T)``."""
+        raise NotImplementedError(f"family {self.name!r} has no router")
+
     def input_embeddings(self, model: nn.Module) -> nn.Embedding:
         return model.get_input_embeddings()
 
@@ -101,6 +110,19 @@ class BackboneFamily:
     def text_positions(self, index: Tensor, delta: Tensor) -> Tensor:
         """Positions of text tokens at clean indices ``index`` ``(B, K)``; same layout as :meth:`positions`."""
         return index + delta
+
+
+ROUTER_AUX = "_blockdistill_router_aux"
+"""Attribute where a training forward leaves its weighted router loss (see :func:`pop_router_aux`)."""
+
+
+def pop_router_aux(model: nn.Module) -> Tensor | None:
+    """The weighted router load-balancing loss of the last training forward of ``model`` (an HF
+    model, or a ``BlockDiffusionLM``) when its family has one (mixture of experts with
+    ``output_router_logits``), once; None otherwise. The Lightning systems add it to their loss,
+    as HF's ``*ForCausalLM.forward`` adds it to its own."""
+    inner = model.model if hasattr(model, "spec") and hasattr(model, "family") else model
+    return inner.__dict__.pop(ROUTER_AUX, None)
 
 
 _REGISTRY: dict[str, BackboneFamily] = {}
