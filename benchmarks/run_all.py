@@ -48,6 +48,8 @@ NOT_BENCHMARKS = {"_common", "run_all", "summarize"}
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     # How AR-converted models (ECHO included) decode: the block write pass runs the LM head on one row.
     "decode_shift": ("decode", ["--shift", "--batches", "1"]),
+    # The real SmolLM2-135M-Instruct (issue 16): L=8, batch 1, shift, fused against AR and its limit.
+    "decode_smollm2": ("decode", ["--model", "smollm2", "--shift", "--blocks", "8", "--batches", "1"]),
 }
 """Further runs of a script with other arguments, each recorded under its own name."""
 
@@ -119,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="every script with --quick (smoke sizes)")
     ap.add_argument("--out-dir", type=Path, default=HERE / "results")
     ap.add_argument("--only", default=None, help="comma-separated subset of the benchmark names")
+    ap.add_argument("--note", action="append", default=[],
+                    help="a sentence about the run recorded in the result and its page (e.g. other jobs running)")
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds per script before it is killed (default: 240 with --quick, none otherwise)")
     args = ap.parse_args(argv)
@@ -146,11 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         machine = machine_info()
     created = dt.datetime.now(dt.timezone.utc)
     stem = f"{created:%Y-%m-%d}-{machine_slug(machine)}{'-quick' if args.quick else ''}"
+    if args.only:  # a partial run never overwrites (or is mistaken for) the day's whole run
+        stem += "-" + "-".join(names)
     # Other processes skew every timing: the 1-minute load average before and after says how busy it was.
     load = {"start": load_start, "end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     result = {"created": created.isoformat(timespec="seconds"), "quick": args.quick, "machine": machine,
               "wall_s": time.monotonic() - started, "load_avg_1min": load, "scripts": scripts,
-              "failures": failures}
+              "failures": failures, **({"notes": args.note} if args.note else {})}
     write_json(args.out_dir / f"{stem}.json", result)
     result["_file"] = f"{stem}.json"
     png = plot_run(result, args.out_dir / f"{stem}.png")

@@ -40,11 +40,13 @@ COLUMNS: dict[str, list[str]] = {
 COLUMNS["lora"] = ["mode", "P", "R", "L", "rank", "trainable_params", "trainable_fraction", "wall_s", "peak_mem_bytes"]
 COLUMNS["lora_quality"] = ["run", "lr", "rank", "steps", "trainable_params", "held_out_rad_loss_start",
                            "held_out_rad_loss_end", "exact_match", "train_s"]
-COLUMNS["decode_shift"] = COLUMNS["decode"]
+COLUMNS["decode_shift"] = COLUMNS["decode_smollm2"] = COLUMNS["decode"]
 TITLES = {
     "decode": "Decoding speed: AR, multi-step, one-step unfused and fused (`benchmarks/decode.py`)",
     "decode_shift": "Decoding speed with shift=True, as AR-converted models (ECHO) decode "
                     "(`benchmarks/decode.py --shift`)",
+    "decode_smollm2": "Decoding speed of the real SmolLM2-135M-Instruct, L=8, batch 1, shift "
+                      "(`benchmarks/decode.py --model smollm2 --shift --blocks 8 --batches 1`)",
     "train_rad_vs_dup": "RAD against full duplication, one training step (`benchmarks/train_rad_vs_dup.py`)",
     "attention_backends": "Attention backends on the RAD mask (`benchmarks/attention_backends.py`)",
     "lora": "LoRA against full fine-tuning, one RAD step with AdamW (`benchmarks/lora.py`)",
@@ -123,7 +125,7 @@ def _script_section(name: str, data: dict[str, Any], level: str) -> str:
         shown = {k: v for k, v in cfg.items() if not isinstance(v, (dict, list)) or k in ("lengths", "blocks")}
         out.append("Settings: " + ", ".join(f"`{k}={v}`" for k, v in shown.items()) + "\n")
     out.append(table(data.get("rows", []), COLUMNS.get(name)))
-    if name in ("decode", "decode_shift") and data.get("limits"):
+    if name in ("decode", "decode_shift", "decode_smollm2") and data.get("limits"):
         out.append("\nBatch 1, decode-throughput ratios against the limits set by one forward's cost "
                    "(`fused_vs_unfused_limit` = 2 t(L) / t(2L), the conventional bound, assumes both unfused "
                    "passes cost a forward with the LM head on L rows; `_exact` uses the measured cost of the "
@@ -149,6 +151,8 @@ def render_run(result: dict[str, Any], level: str = "##") -> str:
         busy = " (other processes were running: timings are skewed)" if max(seen) > 0.5 * cores else ""
         end = f", after it: {load['end']:.2f}" if load.get("end") is not None else ""
         out.append(f"1-minute load average before the run: {load['start']:.2f}{end} on {cores} cores{busy}.\n")
+    for note in result.get("notes", []):
+        out.append(f"Note on this run: {note}\n")
     for name, data in result.get("scripts", {}).items():
         out.append(_script_section(name, data, level))
     for name, fail in result.get("failures", {}).items():

@@ -69,6 +69,36 @@ def test_decode_smallest_size_writes_one_row_per_cell_and_paired_limits(tmp_path
     print(f"decode --quick --models small --blocks 2,4 --batches 1,2 --repeats 2: {wall:.1f} s")
 
 
+def test_decode_measures_a_saved_model_with_the_same_rows(tmp_path) -> None:
+    """``decode.py --model PATH``: a tiny saved blockdistill model (shift, as converted from AR)
+    goes through the same cells, forward counts and limits as the random shapes, under its
+    directory's name; a path without a model is refused by name."""
+    from blockdistill import BlockDiffusionLM
+    from blockdistill.testing import tiny_qwen2, tiny_tokenizer
+
+    saved = tmp_path / "tiny-saved"
+    BlockDiffusionLM.from_causal_lm(tiny_qwen2(), tiny_tokenizer(), block_size=4, shift=True).save_pretrained(
+        saved, tokenizer=tiny_tokenizer())
+    out = tmp_path / "decode.json"
+    proc, wall = run_python(["benchmarks/decode.py", "--model", str(saved), "--quick", "--blocks", "2",
+                             "--batches", "1", "--repeats", "1", "--threads", "1", "--out", str(out)], timeout=180)
+    assert proc.returncode == 0, explain(proc)
+    data = json.loads(out.read_text())
+    new = 32
+    rows = {r["method"]: r for r in data["rows"]}
+    assert set(rows) == {"ar", "multistep", "onestep_unfused", "onestep_fused"}
+    assert {r["model"] for r in data["rows"]} == {"tiny-saved"} and {r["L"] for r in data["rows"]} == {2}
+    assert rows["ar"]["nfe"] == new and rows["onestep_fused"]["nfe"] == 1 + new // 2
+    assert data["config"]["shift"] is True and data["config"]["model"] == str(saved)  # the model's own shift
+    assert data["config"]["models"]["tiny-saved"]["layers"] == 2
+    (lim,) = data["limits"]
+    assert lim["model"] == "tiny-saved" and lim["fused_vs_ar_limit"] > 0
+    assert "fused_vs_ar" in proc.stdout and "tiny-saved" in proc.stdout  # the printed table
+    bad = run_python(["benchmarks/decode.py", "--model", str(tmp_path), "--quick", "--out", str(out)], timeout=60)[0]
+    assert bad.returncode != 0 and "no config.json there" in bad.stderr + bad.stdout
+    print(f"decode --model tiny --quick --blocks 2 --batches 1: {wall:.1f} s")
+
+
 def test_attention_backends_reports_a_compile_failure(tmp_path, monkeypatch) -> None:
     """Guards against a silent fallback: when torch.compile cannot build flex_attention, the
     script runs it uncompiled and says so in the rows and the notes."""
