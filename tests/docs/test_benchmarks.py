@@ -273,7 +273,7 @@ def test_run_all_combines_scripts_and_records_failures(tmp_path, monkeypatch) ->
         assert quick and timeout == 240.0
         if name == "train_rad_vs_dup":
             return 1, "Traceback ...\nRuntimeError: boom"
-        out.write_text(json.dumps(fake["scripts"]["decode" if name == "decode_shift" else name]))
+        out.write_text(json.dumps(fake["scripts"]["decode" if name.startswith("decode_") else name]))
         return 0, "ok"
 
     monkeypatch.setattr(run_all, "run_script", stub)
@@ -282,7 +282,8 @@ def test_run_all_combines_scripts_and_records_failures(tmp_path, monkeypatch) ->
     (result_file,) = tmp_path.glob("*.json")
     assert result_file.name.endswith("-cpu-test-2c-quick.json")
     result = json.loads(result_file.read_text())
-    assert set(result["scripts"]) == {"decode", "decode_shift", "attention_backends", "lora", "lora_quality"}
+    assert set(result["scripts"]) == {"decode", "decode_shift", "decode_smollm2", "attention_backends", "lora",
+                                      "lora_quality"}
     assert result["failures"]["train_rad_vs_dup"]["returncode"] == 1
     md = result_file.with_suffix(".md").read_text()
     assert "`train_rad_vs_dup` failed (exit code 1)" in md and "RuntimeError: boom" in md
