@@ -9,13 +9,14 @@ manifest; rerunning it resumes from its Lightning checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,24 +151,36 @@ def run_stages(stages: Sequence[str], *, manifest: Manifest, fingerprint: Callab
     return manifest.data
 
 
+def run_example(ws_root: Path, stages: Sequence[str], fns: Mapping[str, Callable[..., dict[str, Any]]], *,
+                threads: int, fingerprint: Callable[[str], str], outputs: Callable[[str], list[Path]], tag: str,
+                force: bool = False, started_at: float | None = None,
+                log: Callable[[str], None] = print) -> dict[str, Any]:
+    """What both examples' ``run`` do: set torch's threads, create the run directory, and
+    :func:`run_stages` with ``fns[stage]()`` as each stage, the ``report`` stage getting
+    ``command_s``, the wall time since ``started_at`` (a ``time.time()``: when the command began,
+    set-up included). Returns the manifest."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    ws_root.mkdir(parents=True, exist_ok=True)
+
+    def call(stage: str) -> dict[str, Any]:
+        if stage == "report" and started_at is not None:
+            return fns[stage](command_s=time.time() - started_at)
+        return fns[stage]()
+
+    return run_stages(stages, manifest=Manifest(ws_root / "manifest.json"), fingerprint=fingerprint,
+                      outputs=outputs, call=call, tag=tag, force=force, log=log)
+
+
 def run(cfg: EchoConfig, stages: Sequence[str] = STAGES, force: bool = False, started_at: float | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run ``stages`` in pipeline order; returns the manifest. ``started_at`` (a ``time.time()``)
     is when the command began, set-up included: the report stage records the wall time since."""
-    import torch
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     ws = Workspace(cfg)
-    ws.root.mkdir(parents=True, exist_ok=True)
-    fns = stage_functions()
+    fns = {name: functools.partial(fn, cfg, ws) for name, fn in stage_functions().items()}
     order = [s for s in STAGES if s in stages and (s != "curate" or cfg.curate_iu)]
-
-    def call(stage: str) -> dict[str, Any]:
-        if stage == "report" and started_at is not None:
-            return fns[stage](cfg, ws, command_s=time.time() - started_at)
-        return fns[stage](cfg, ws)
-
-    return run_stages(order, manifest=Manifest(ws.root / "manifest.json"), fingerprint=lambda s: fingerprint(cfg, s),
-                      outputs=lambda s: stage_outputs(cfg, ws, s), call=call, tag="echo",
-                      force=force, log=log)
+    return run_example(ws.root, order, fns, threads=cfg.threads, fingerprint=lambda s: fingerprint(cfg, s),
+                       outputs=lambda s: stage_outputs(cfg, ws, s), tag="echo", force=force,
+                       started_at=started_at, log=log)

@@ -8,12 +8,12 @@ and resumes an interrupted one from its checkpoints or shards; ``force=True`` re
 
 from __future__ import annotations
 
-import time
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from examples.echo_cxr.pipeline import Manifest, chained_depends, config_fingerprint, run_stages
+from examples.echo_cxr.pipeline import chained_depends, config_fingerprint, run_example
 from examples.iu_text.config import STAGES, TextConfig
 from examples.iu_text.data import Workspace
 
@@ -47,19 +47,8 @@ def run(cfg: TextConfig, stages: Sequence[str] = STAGES, force: bool = False, st
         log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run ``stages`` in pipeline order; returns the manifest. ``started_at`` (a ``time.time()``)
     is when the command began, set-up included: the report stage records the wall time since."""
-    import torch
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     ws = Workspace(cfg)
-    ws.root.mkdir(parents=True, exist_ok=True)
-    fns = stage_functions()
-
-    def call(stage: str) -> dict[str, Any]:
-        if stage == "report":
-            return fns[stage](cfg, ws, {} if started_at is None else {"command_s": time.time() - started_at})
-        return fns[stage](cfg, ws)
-
-    return run_stages([s for s in STAGES if s in stages], manifest=Manifest(ws.root / "manifest.json"),
-                      fingerprint=lambda s: fingerprint(cfg, s), outputs=lambda s: stage_outputs(cfg, ws, s),
-                      call=call, tag="iu_text", force=force, log=log)
+    fns = {name: functools.partial(fn, cfg, ws) for name, fn in stage_functions().items()}
+    return run_example(ws.root, [s for s in STAGES if s in stages], fns, threads=cfg.threads,
+                       fingerprint=lambda s: fingerprint(cfg, s), outputs=lambda s: stage_outputs(cfg, ws, s),
+                       tag="iu_text", force=force, started_at=started_at, log=log)

@@ -119,15 +119,17 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def stage_report(cfg: TextConfig, ws: Workspace, command: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Targets and wall time into ``results.json``; ``report.md`` and ``plots/``."""
+def stage_report(cfg: TextConfig, ws: Workspace, command_s: float | None = None) -> dict[str, Any]:
+    """Targets and wall time (``command_s``: the whole command's so far, set-up included) into
+    ``results.json``; ``report.md`` and ``plots/``."""
     path = ws.root / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run the 'eval' stage first")
     results = json.loads(path.read_text())
     manifest = json.loads((ws.root / "manifest.json").read_text()) if (ws.root / "manifest.json").is_file() else {}
     stage_wall = {k: v.get("wall_s") for k, v in manifest.items() if v.get("wall_s") is not None}
-    results["wall"] = {"stages_s": stage_wall, "stages_total_s": sum(stage_wall.values()), **(command or {})}
+    results["wall"] = {"stages_s": stage_wall, "stages_total_s": sum(stage_wall.values()),
+                       **({} if command_s is None else {"command_s": command_s})}
     results["targets"] = check_targets(results)
     write_json(path, results)
 

