@@ -38,6 +38,7 @@ from blockdistill.config import (
     RADTrainConfig,
     load_config,
 )
+from blockdistill.data.checks import BadExampleError
 from blockdistill.utils.checksum import DamagedFileError
 
 __all__ = ["COMMANDS", "Command", "config_path", "main", "packaged_configs"]
@@ -111,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         cmd.run(load_config(cmd.config, config_path(args.config), args.overrides))
     except ConfigError as e:
         print(f"blockdistill {args.cmd}: invalid config: {e}", file=sys.stderr)
+        return 2
+    except BadExampleError as e:
+        print(f"blockdistill {args.cmd}: bad training data: {e}", file=sys.stderr)
         return 2
     except DamagedFileError as e:
         print(f"blockdistill {args.cmd}: damaged file: {e}", file=sys.stderr)

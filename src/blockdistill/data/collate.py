@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from blockdistill.data.checks import record_name
 from blockdistill.data.vision import collate_vision
 from blockdistill.layout import clean_length, padding_mask
 from blockdistill.models.families import VisionInputs
@@ -81,15 +82,16 @@ class BlockCollator:
         responses = [torch.as_tensor(e["response_ids"], dtype=torch.long).reshape(-1) for e in examples]
         for i, (p, r) in enumerate(zip(prompts, responses)):
             if p.numel() == 0:
-                raise ValueError(f"example {i} has an empty prompt")
+                raise ValueError(f"{record_name(examples[i], i)} has an empty prompt")
             if r.numel() == 0:
-                raise ValueError(f"example {i} has an empty response; every response needs at least one token")
+                raise ValueError(f"{record_name(examples[i], i)} has an empty response; every response needs at "
+                                 "least one token")
         plen = torch.tensor([p.numel() for p in prompts])
         rlen = torch.tensor([r.numel() for r in responses])
         n = clean_length(plen, rlen, self.block_size)
         if self.max_length is not None and int(n.max()) > self.max_length:
             i = int(n.argmax())
-            raise ValueError(f"example {i} has {int(n[i])} tokens (prompt {int(plen[i])} + response {int(rlen[i])} "
+            raise ValueError(f"{record_name(examples[i], i)} has {int(n[i])} tokens (prompt {int(plen[i])} + response {int(rlen[i])} "
                              f"+ EOS block padding) but the maximum length is {self.max_length}")
         width = int(n.max())
         ids = torch.full((len(examples), width), self.pad, dtype=torch.long)

@@ -35,6 +35,7 @@ from blockdistill.layout import (
 )
 from blockdistill.models.families import VisionInputs
 from blockdistill.sampling.cache import CACHE_MODES, CacheStrategy, CleanSlots, cache_strategy
+from blockdistill.sampling.checks import check_vision_inputs
 from blockdistill.sampling.common import check_prompts, device_sync, finish_sequence
 from blockdistill.sampling.denoiser import Denoiser
 from blockdistill.sampling.output import GenerationOutput, GenerationStats
@@ -103,6 +104,7 @@ def block_generate(
     """
     strategy = cache_strategy(cache)
     check_prompts(prompt_ids, prompt_lens, max_new_tokens, denoiser.spec.block_size, denoiser.max_context)
+    check_vision_inputs(denoiser, prompt_ids, prompt_lens, vision)
     run = DecodeRun(denoiser, policy if policy is not None else ConfidenceThreshold(), strategy,
                     max_new_tokens, stop_at_eos, record, proposal or GREEDY)
     return run(prompt_ids, prompt_lens.to(prompt_ids.device), vision)

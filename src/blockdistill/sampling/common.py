@@ -21,8 +21,10 @@ __all__ = ["check_prompts", "device_sync", "finish_sequence"]
 def check_prompts(prompt_ids: Tensor, prompt_lens: Tensor, max_new_tokens: int, block_size: int,
                   max_context: int | None) -> None:
     """Raise ``ValueError`` on inputs no sampler can decode, naming the bad value."""
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    from blockdistill.sampling.checks import check_ids, check_max_new_tokens
+
+    check_max_new_tokens(max_new_tokens)
+    check_ids("prompt_ids", prompt_ids)
     if prompt_ids.dim() != 2 or prompt_lens.shape != (prompt_ids.shape[0],):
         raise ValueError(f"prompt_ids must be (B, P) and prompt_lens (B,); got {tuple(prompt_ids.shape)} "
                          f"and {tuple(prompt_lens.shape)}")

@@ -38,6 +38,7 @@ from torch import Tensor
 
 from blockdistill.models.families import VisionInputs
 from blockdistill.sampling.block import CACHE_MODES, block_generate
+from blockdistill.sampling.checks import check_ids, check_max_new_tokens, check_vision_inputs
 from blockdistill.sampling.hf import HFDenoiser
 from blockdistill.sampling.observe import ObservedDenoiser, StepView
 from blockdistill.sampling.output import GenerationStats, pad_sequences
@@ -165,6 +166,8 @@ def generate(
     """
     if cache not in CACHE_MODES:
         raise ValueError(f"cache must be one of {tuple(CACHE_MODES)}, got {cache!r}")
+    check_max_new_tokens(max_new_tokens)
+    check_ids("input_ids", input_ids)
     spec = model.spec
     if eos_token_id is not None:
         spec = spec.with_eos(eos_token_id)
@@ -177,6 +180,7 @@ def generate(
         raise ValueError(f"a streamer takes one sequence (as in transformers); got a batch of {input_ids.shape[0]}")
 
     ids, lens, keep = right_align(input_ids, attention_mask, spec.pad_token_id)
+    check_ids("input_ids", input_ids, keep, model.family.input_embeddings(model.model).num_embeddings)
     vision = None
     if pixel_values is not None or image_grid_thw is not None:
         if pixel_values is None or image_grid_thw is None:
@@ -185,6 +189,10 @@ def generate(
         if mm_token_type_ids is not None:
             mm, _, _ = right_align(mm_token_type_ids, keep.long(), 0)
         vision = VisionInputs(pixel_values, image_grid_thw, mm)
+        if attention_mask is not None and bool(((input_ids == getattr(model.model.config, "image_token_id", -1))
+                                                & ~keep).any()):
+            raise ValueError("attention_mask cuts through an image: image-pad tokens are masked out")
+        check_vision_inputs(model.model.config, ids, lens, vision)
 
     if streamer is not None:
         streamer.put(input_ids[0][keep[0]][None].cpu())
