@@ -42,14 +42,37 @@ def build_processor(cfg: EchoConfig, tokenizer: Any, vision_config: Any = None) 
 
 
 class CachedSamples(Dataset):
-    """Processor samples of a list of records, processed once (images decoded once, not per epoch)."""
+    """Processor samples of a list of records, processed once (images decoded once, not per epoch).
+
+    A record whose image cannot be decoded (truncated, corrupt, empty) or whose sample has an
+    empty prompt or response is dropped before training and listed in ``rejects`` (and in the
+    ``rejects_path`` JSONL, written atomically) with its study id and the reason.
+    """
 
     def __init__(self, records: list[CXRRecord], processor: CXRProcessor, image_root: str | None = None,
-                 desc: str = "processing") -> None:
+                 desc: str = "processing", rejects_path: Path | None = None) -> None:
         from tqdm.auto import tqdm
 
-        self.records = records
-        self.samples = [processor.from_record(r, image_root) for r in tqdm(records, desc=desc, leave=False)]
+        from blockdistill.data.checks import example_problem
+        from blockdistill.evaluation.report import atomic_write_text
+        from examples.echo_cxr.data.processor import ImageDecodeError
+        from examples.echo_cxr.data.records import Rejected
+
+        self.records, self.samples, self.rejects = [], [], []
+        for r in tqdm(records, desc=desc, leave=False):
+            try:
+                sample = processor.from_record(r, image_root)
+                problem = example_problem(sample, block_size=1)
+            except ImageDecodeError as err:
+                problem = str(err)
+            if problem is not None:
+                self.rejects.append(Rejected.of(r, "data", problem if problem.startswith("study ")
+                                                else f"study {r.key}: {problem}"))
+                continue
+            self.records.append(r)
+            self.samples.append(sample)
+        if rejects_path is not None:
+            atomic_write_text(rejects_path, "".join(j.to_json() + "\n" for j in self.rejects))
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -161,5 +184,6 @@ class Workspace(RunPaths):
         the tiny demo), or processed on access (real data: images are read by the data loader)."""
         records = self.records(split)
         if self.cfg.data.cache_samples:
-            return CachedSamples(records, self.processor, self.cfg.data.image_root, desc=f"{split} samples")
+            return CachedSamples(records, self.processor, self.cfg.data.image_root, desc=f"{split} samples",
+                                 rejects_path=self.data_dir / f"{split}.rejects.jsonl")
         return CXRRecordDataset(records, self.processor, self.cfg.data.image_root)

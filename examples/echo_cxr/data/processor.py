@@ -256,10 +256,18 @@ def mrope_position_ids(
     return pos, torch.tensor(deltas, device=input_ids.device).unsqueeze(1)
 
 
+class ImageDecodeError(ValueError):
+    """An image file could not be decoded (truncated, corrupt, not an image); names the file."""
+
+
 def _to_pil(image: Image.Image | np.ndarray | str | Path) -> Image.Image:
     if isinstance(image, (str, Path)):
-        with Image.open(image) as im:
-            return im.convert("RGB")
+        try:  # the first full decode of the file: a truncated JPEG/PNG fails here, not in training
+            with Image.open(image) as im:
+                return im.convert("RGB")
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            kind = "empty" if Path(image).is_file() and Path(image).stat().st_size == 0 else "undecodable"
+            raise ImageDecodeError(f"{kind} image {image} ({type(err).__name__}: {err})") from None
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     return image.convert("RGB")
@@ -386,7 +394,10 @@ class CXRProcessor:
             raise ValueError(f"record {record.key} has no image_paths; expected at least one image")
         paths = [Path(p) if image_root is None or Path(p).is_absolute() else Path(image_root) / p for p in record.image_paths]
         meta = {**record.metadata, "study_id": record.study_id, "source": record.source}
-        return self(paths, record.findings, record.impression, record.language, meta)
+        try:
+            return self(paths, record.findings, record.impression, record.language, meta)
+        except ImageDecodeError as err:
+            raise ImageDecodeError(f"study {record.key}: {err}") from None
 
     def from_synthetic(self, sample: Any, language: str = "en") -> dict[str, Any]:
         """Sample from a :class:`~examples.echo_cxr.data.synthetic.SyntheticSample` (in memory, no disk)."""
