@@ -165,6 +165,15 @@ def test_saved_model_lists_every_file(tmp_path):
     BlockDiffusionLM.from_pretrained(model)  # an intact one loads
 
 
+def test_a_model_without_a_manifest_loads_unverified(tmp_path):
+    """Saved by Hugging Face or an older blockdistill: no checksums.sha256, nothing to check."""
+    model = _saved_model(tmp_path)
+    verified = BlockDiffusionLM.from_pretrained(model).model.state_dict()
+    (model / DIR_MANIFEST).unlink()
+    unverified = BlockDiffusionLM.from_pretrained(model).model.state_dict()
+    assert verified.keys() == unverified.keys() and all(torch.equal(verified[k], unverified[k]) for k in verified)
+
+
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 @pytest.mark.parametrize("name", ["model.safetensors", "config.json"])
 def test_a_damaged_saved_model_is_refused(tmp_path, fault, name):

@@ -12,6 +12,9 @@ from an installed wheel, outside a checkout (:func:`config_path`).
 
 A config error, found while loading or while a stage checks it against the saved model, is
 printed as one line naming the field (no traceback) and exits with status 2.
+A damaged file (a checkpoint, saved model or trajectory shard whose bytes do not match its
+recorded sha256, or a checkpoint that cannot be read as weights only) is printed as one line
+naming the file and what to do, and exits with status 3.
 
 The package: :mod:`~blockdistill.cli.common` (config to recipe arguments),
 :mod:`~blockdistill.cli.train` (``train-ar``, ``train-rad``) and

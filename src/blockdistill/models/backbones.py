@@ -45,7 +45,9 @@ def load_backbone(cfg: ModelConfig, seed: int = 0) -> nn.Module:
     if cfg.gguf_file is not None:
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(model_dir(cfg), dtype=dtype)
+        cached = model_dir(cfg)
+        verify_model_dir(cached)  # the dequantized cache carries a manifest too
+        return AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
     if cfg.pretrained is not None:
         path = cfg.pretrained
         if not Path(path).exists() and "/" not in path:
