@@ -226,3 +226,29 @@ def test_the_cli_refuses_a_damaged_last_ckpt_in_one_line(tmp_path):
     assert str(last) in lines[0] and "delete last.ckpt" in lines[0]
     assert "Traceback" not in res.stderr
     assert last.read_bytes() == damaged  # nothing overwrote it
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed_stage_2"])
+def test_under_fsdp_and_deepspeed_the_resume_path_is_checked_before_lightning_reads_it(trained_run, tmp_path,
+                                                                                        monkeypatch, strategy):
+    """Those strategies read a checkpoint file with Lightning's own unpickler, bypassing the
+    CheckpointIO: ``resume_path`` checks it instead (no FSDP run here: CPU only)."""
+    from blockdistill.lightning.trainer import resume_path
+
+    root = tmp_path / "run"
+    shutil.copytree(trained_run, root)
+    cfg = TrainerConfig(default_root_dir=str(root), strategy=strategy)
+    last = root / "checkpoints" / "last.ckpt"
+    assert resume_path(cfg) == str(last)
+    ckpt = torch.load(last, weights_only=True)
+    marker = tmp_path / "code-ran"
+    ckpt["hyper_parameters"]["payload"] = RunsCode(marker)
+    last.unlink()
+    VerifiedCheckpointIO().save_checkpoint(ckpt, last)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(DamagedFileError, match="weights only"):
+        resume_path(cfg)
+    assert not marker.exists()
+    flip(last)
+    with pytest.raises(DamagedFileError, match="truncated or modified"):
+        resume_path(cfg)

@@ -36,7 +36,7 @@ from blockdistill.utils.checksum import (
     write_sidecar,
 )
 
-__all__ = ["VerifiedCheckpointIO", "load_checkpoint"]
+__all__ = ["VerifiedCheckpointIO", "load_checkpoint", "preflight_checkpoint"]
 
 
 def _what_to_do(path: Path) -> str:
@@ -45,14 +45,20 @@ def _what_to_do(path: Path) -> str:
             ".sha256, to last.ckpt")
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+def preflight_checkpoint(path: str | os.PathLike) -> None:
+    """Check a checkpoint that another reader will load: sidecar, then a memory-mapped
+    ``weights_only=True`` load (cheap: no tensor is read) that refuses code-carrying pickles."""
+    load_checkpoint(path, mmap=True)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
     """Verify ``path`` against its sidecar, then ``torch.load`` it with ``weights_only=True``."""
     path = Path(path)
     if not verify_file(path, _what_to_do(path)):
         rank_zero_warn(f"{path}: no {path.name}.sha256 next to it, so it cannot be verified (written by another "
                        "tool?); loading it anyway (weights only)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - re-raised with the file and the cause
         if isinstance(e, DamagedFileError):
             raise

@@ -26,7 +26,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
 from blockdistill.config import TrainerConfig
-from blockdistill.lightning.checkpoint_io import VerifiedCheckpointIO
+from blockdistill.lightning.checkpoint_io import VerifiedCheckpointIO, preflight_checkpoint
 from blockdistill.lightning.logs import ProgressLog, _TrimOnResume, run_logger
 from blockdistill.lightning.resume import ResumeGuard
 
@@ -38,9 +38,18 @@ def checkpoint_dir(cfg: TrainerConfig) -> Path:
 
 
 def resume_path(cfg: TrainerConfig) -> str | None:
-    """``last.ckpt`` of an interrupted run in ``cfg.default_root_dir``, if any."""
+    """``last.ckpt`` of an interrupted run in ``cfg.default_root_dir``, if any.
+
+    Under FSDP and DeepSpeed, Lightning reads a checkpoint file itself (its lazy unpickler), not
+    through the trainer's ``CheckpointIO``; there the file is checked here instead: its sidecar,
+    then ``torch.load(weights_only=True, mmap=True)``, so the bytes Lightning reads are the ones
+    shown to hold only weights (a :class:`~blockdistill.utils.checksum.DamagedFileError` if not)."""
     last = checkpoint_dir(cfg) / "last.ckpt"
-    return str(last) if last.is_file() else None
+    if not last.is_file():
+        return None
+    if any(name in str(cfg.strategy).lower() for name in ("fsdp", "deepspeed")):
+        preflight_checkpoint(last)
+    return str(last)
 
 
 def weights_finite(module: torch.nn.Module) -> bool:
