@@ -144,15 +144,15 @@ def test_crash_between_shard_and_manifest_leaves_no_duplicate(tmp_path, monkeypa
     records = col(pb.prompt_ids, pb.prompt_lens, pb.example_ids)
     w = ShardWriter(tmp_path, shard_size=4)
     w.add(records[:4])  # shard 0 listed
-    real = writer_mod._atomic_write_text
+    real = writer_mod.atomic_write_text
 
     def die(path, text):
         raise OSError("disk died")
 
-    monkeypatch.setattr(writer_mod, "_atomic_write_text", die)
+    monkeypatch.setattr(writer_mod, "atomic_write_text", die)
     with pytest.raises(OSError):
         w.add(records[4:8])  # shard 1 renamed into place, manifest never updated
-    monkeypatch.setattr(writer_mod, "_atomic_write_text", real)
+    monkeypatch.setattr(writer_mod, "atomic_write_text", real)
     assert (tmp_path / "shard-r000-00001.safetensors").is_file()
     w2 = ShardWriter(tmp_path, shard_size=4)  # resume
     assert not (tmp_path / "shard-r000-00001.safetensors").exists(), "orphan shard kept"

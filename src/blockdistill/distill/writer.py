@@ -34,6 +34,7 @@ from typing import Any
 from blockdistill.config import ConfigError
 from blockdistill.distill.filters import TrajectoryFilter
 from blockdistill.distill.records import FORMAT, TrajectoryRecord, save_records
+from blockdistill.utils.atomic import atomic_write_text
 from blockdistill.utils.checksum import DamagedFileError, sha256_file
 
 __all__ = ["MANIFEST", "CollectionMismatchError", "CorruptShardError", "ShardWriter", "check_producer", "done_ids",
@@ -96,15 +97,6 @@ def check_producer(directory: str | Path, producer: dict[str, Any]) -> None:
                 f"output_dir: {directory} holds trajectories of another teacher or decoding ({where}): "
                 + "; ".join(diff) + f". Appending would mix them: use a new output_dir, or delete {directory} "
                 "to collect again")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _rank_manifest_path(directory: Path, rank: int) -> Path:
@@ -200,7 +192,7 @@ class ShardWriter:
                               f"{len(entry['example_ids'])} examples", stacklevel=3)
         if bad:
             manifest.setdefault("regenerated", []).extend(bad)
-            _atomic_write_text(path, json.dumps(manifest, indent=1))
+            atomic_write_text(path, json.dumps(manifest, indent=1))
             for b in bad:
                 (self.directory / b["file"]).unlink(missing_ok=True)
         return bad
@@ -250,7 +242,7 @@ class ShardWriter:
             self.written += len(self._buffer)
             self._buffer = []
             self._next += 1
-        _atomic_write_text(self._path, json.dumps(self.manifest, indent=1))
+        atomic_write_text(self._path, json.dumps(self.manifest, indent=1))
 
     def close(self) -> None:
         self.flush()
@@ -290,5 +282,5 @@ def finalize_manifest(directory: str | Path) -> dict[str, Any]:
         "producer": next((m["producer"] for m in mans.values() if "producer" in m), None),
         "regenerated": [r for m in mans.values() for r in m.get("regenerated", [])],
     }
-    _atomic_write_text(directory / MANIFEST, json.dumps(summary, indent=1))
+    atomic_write_text(directory / MANIFEST, json.dumps(summary, indent=1))
     return summary

@@ -5,31 +5,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from blockdistill.utils.atomic import atomic_write_text
 
 __all__ = ["atomic_write_text", "default_columns", "markdown_table", "write_json"]
 
 _IDENTITY = ("variant", "lang", "source", "n")
 _TRAILING = ("tpf", "forwards_per_sample", "tokens_per_s", "tokens_per_s_decode", "mean_length")
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to a temporary file next to ``path``, then rename it over ``path``:
-    a reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

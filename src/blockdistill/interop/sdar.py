@@ -35,6 +35,7 @@ from blockdistill.interop.checkpoints import (
     read_checkpoint_config,
 )
 from blockdistill.models.adapter import CONFIG_KEY, BlockDiffusionLM
+from blockdistill.utils.atomic import replace_dir
 
 __all__ = ["SDARConfidence", "SDARThreshold", "export_sdar", "load_sdar", "sdar_transfer_counts"]
 
@@ -168,14 +169,7 @@ def export_sdar(model: BlockDiffusionLM, tokenizer: Any, path: str | os.PathLike
             _rename_mask_token(tmp, spec.mask_token_id, mask_text)
         for f in code_files:
             shutil.copy2(f, tmp / f.name)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path

@@ -37,6 +37,7 @@ from blockdistill.models.attention import (
 from blockdistill.models.backbones import stop_ids
 from blockdistill.models.families import BackboneFamily, VisionInputs, family_for
 from blockdistill.models.families.base import ROUTER_AUX
+from blockdistill.utils.atomic import replace_dir
 from blockdistill.utils.checksum import verify_model_dir, write_dir_manifest
 
 CONFIG_KEY = "blockdistill"
@@ -384,14 +385,7 @@ def atomic_save_pretrained(model: nn.Module | None, path: str | os.PathLike, tok
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         write_dir_manifest(tmp)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

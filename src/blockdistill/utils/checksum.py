@@ -21,6 +21,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from blockdistill.utils.atomic import atomic_write_text
+
 __all__ = ["DIR_MANIFEST", "DamagedFileError", "read_sums", "sha256_file", "sidecar", "verify_dir",
            "verify_file", "verify_model_dir", "weights_sha256", "write_dir_manifest", "write_sidecar"]
 
@@ -38,15 +40,6 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_sums(path: str | os.PathLike) -> list[tuple[str, str]]:
@@ -73,7 +66,7 @@ def write_sidecar(path: str | os.PathLike, digest: str, *, also: str | None = No
     """Write ``<path>.sha256`` naming ``digest`` (and ``also``: the digest of the version being replaced)."""
     path = Path(path)
     lines = [f"{digest}  {path.name}"] + ([f"{also}  {path.name}"] if also and also != digest else [])
-    _atomic_text(sidecar(path), "\n".join(lines) + "\n")
+    atomic_write_text(sidecar(path), "\n".join(lines) + "\n")
 
 
 def _check_bytes(path: Path, digests: set[str], what_to_do: str) -> None:
@@ -112,7 +105,7 @@ def write_dir_manifest(directory: str | os.PathLike) -> Path:
     lines = [f"{sha256_file(p)}  {p.relative_to(directory).as_posix()}"
              for p in sorted(directory.rglob("*")) if p.is_file() and p.name != DIR_MANIFEST]
     out = directory / DIR_MANIFEST
-    _atomic_text(out, "\n".join(lines) + "\n")
+    atomic_write_text(out, "\n".join(lines) + "\n")
     return out
 
 
