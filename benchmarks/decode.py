@@ -5,8 +5,10 @@
 Two random-init Qwen2 backbones (``small``: hidden 512, 8 layers, vocab 32k; ``0.5b``: the
 Qwen2-0.5B shape), blocks of L in {4, 8}, batch 1 and 8, a 256-token prompt and exactly 128
 generated tokens per row (``stop_at_eos=False``). ``forward_cost`` times one cached forward over
-1, L and 2L new tokens (context = prompt + half the generation) in the same run; they bound what
-caching can give: fused/AR <= L * t(1) / t(2L) and fused/unfused <= 2 * t(L) / t(2L).
+1, L and 2L new tokens and the block-write pass (context = prompt + half the generation) in the
+same run, with the library's :func:`blockdistill.evaluation.forward_cost_limit` (the four forwards
+in alternation); they bound what caching can give: fused/AR <= L * t(1) / t(2L) and
+fused/unfused <= 2 * t(L) / t(2L).
 
 Measurements are interleaved in ``--repeats`` rounds (after one warm-up round): a round runs
 every method once and then the batch-1 forward timings, so each ratio is taken between
@@ -33,15 +35,17 @@ import statistics
 import sys
 import time
 from dataclasses import replace
+from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine_info, print_table, set_threads, sync, write_json  # noqa: E402
+from _common import machine_info, print_table, set_threads, write_json  # noqa: E402
 
 from blockdistill import BlockDiffusionLM, BlockSpec  # noqa: E402
+from blockdistill.evaluation import forward_cost_limit  # noqa: E402
 from blockdistill.sampling import (  # noqa: E402
     ConfidenceThreshold,
     HFDenoiser,
@@ -122,53 +126,13 @@ def run_method(method: str, bd: BlockDiffusionLM, ids: torch.Tensor, lens: torch
     return block_generate(den, ids, lens, policy=policy, cache=cache, max_new_tokens=new, stop_at_eos=False)
 
 
-class ForwardTimer:
-    """Times one cached forward, batch 1, at a fixed context of whole blocks, through the
-    sampler's own path (:class:`HFDenoiser`). The context is prefilled once; a noisy-only query
-    (``append=0``) is cropped away after each forward, so the cache length stays fixed."""
-
-    def __init__(self, bd: BlockDiffusionLM, context: int, device: str):
-        self.den, self.L, self.device = HFDenoiser(bd), bd.spec.block_size, device
-        self.ctx = (context // self.L) * self.L
-        self.g = torch.Generator().manual_seed(1)
-        ids = torch.randint(0, bd.spec.mask_token_id, (1, self.ctx + 1), generator=self.g).to(device)
-        with torch.no_grad():
-            self.state, _ = self.den.prefill(ids, torch.tensor([self.ctx + 1], device=device))
-        self.vocab = bd.spec.mask_token_id
-
-    @torch.no_grad()
-    def seconds(self, tokens: int, head_rows: int, repeats: int, warmup: int = 1) -> float:
-        """Median seconds over ``repeats`` forwards of ``tokens`` new tokens with the LM head on
-        the last ``head_rows`` of them (0: none, as in a block write pass without shift)."""
-        q = torch.randint(0, self.vocab, (1, tokens), generator=self.g).to(self.device)
-        idx = torch.arange(self.ctx, self.ctx + tokens, device=self.device)[None]
-        at = torch.arange(tokens - head_rows, tokens, device=self.device)[None] if head_rows else None
-        times = []
-        for r in range(warmup + repeats):
-            sync(self.device)
-            t = time.perf_counter()
-            self.den.forward(self.state, q, idx, 0, at)
-            sync(self.device)
-            if r >= warmup:
-                times.append(time.perf_counter() - t)
-        return statistics.median(times)
-
-
-def forward_costs(timer: ForwardTimer, shift: bool, repeats: int) -> dict[str, float]:
-    """``t(1)``, ``t(L)``, ``t(2L)`` (LM head on min(n, L) rows: what AR, a denoise pass and a fused
-    pass need) and ``t_write`` (a block write pass: the head on one row with shift, else none)."""
-    L = timer.L
-    return {"t1": timer.seconds(1, 1, repeats), "tL": timer.seconds(L, L, repeats),
-            "t2L": timer.seconds(2 * L, L, repeats), "t_write": timer.seconds(L, int(shift), repeats)}
-
-
-def round_limits(rates: dict[str, float], cost: dict[str, float], L: int) -> dict[str, float]:
-    """One round's batch-1 decode ratios and the limits its forward costs set on them."""
+def round_limits(rates: dict[str, float], cost: dict[str, Any]) -> dict[str, float]:
+    """One round's batch-1 decode ratios and the limits its forward costs (a
+    :func:`~blockdistill.evaluation.forward_cost_limit` result) set on them."""
     fused = rates["onestep_fused"]
     out = dict(fused_vs_ar=fused / rates["ar"], fused_vs_unfused=fused / rates["onestep_unfused"],
-               fused_vs_ar_limit=L * cost["t1"] / cost["t2L"],
-               fused_vs_unfused_limit=2 * cost["tL"] / cost["t2L"],
-               fused_vs_unfused_limit_exact=(cost["tL"] + cost["t_write"]) / cost["t2L"])
+               fused_vs_ar_limit=cost["limit"], fused_vs_unfused_limit=cost["unfused_limit"],
+               fused_vs_unfused_limit_exact=cost["unfused_limit_exact"])
     out["fraction_of_ar_limit"] = out["fused_vs_ar"] / out["fused_vs_ar_limit"]
     out["fraction_of_unfused_limit"] = out["fused_vs_unfused"] / out["fused_vs_unfused_limit"]
     out["fraction_of_unfused_limit_exact"] = out["fused_vs_unfused"] / out["fused_vs_unfused_limit_exact"]
@@ -176,7 +140,7 @@ def round_limits(rates: dict[str, float], cost: dict[str, float], L: int) -> dic
 
 
 def measure_model(name: str, base: BlockDiffusionLM, *, blocks, batches, prompt: int, new: int,
-                  repeats: int, device: str, shift: bool, log) -> tuple[list, list, list]:
+                  repeats: int, device: str, log) -> tuple[list, list, list]:
     """Every cell of one model, in interleaved rounds.
 
     A round runs each method once (AR once per batch, then multi-step, unfused and fused for
@@ -189,11 +153,11 @@ def measure_model(name: str, base: BlockDiffusionLM, *, blocks, batches, prompt:
     inputs = {b: torch.randint(0, base.spec.mask_token_id, (b, prompt), generator=g).to(device) for b in batches}
     lens = {b: torch.full((b,), prompt, device=device) for b in batches}
     bds = {L: with_block(base, L) for L in blocks}
-    timers = {L: ForwardTimer(bds[L], prompt + new // 2, device) for L in blocks} if 1 in batches else {}
+    timed = blocks if 1 in batches else ()
     cost_repeats = 5
     cells: dict[tuple, list] = {}
-    paired: dict[int, list] = {L: [] for L in timers}
-    costs_by_round: dict[int, list] = {L: [] for L in timers}
+    paired: dict[int, list] = {L: [] for L in timed}
+    costs_by_round: dict[int, list] = {L: [] for L in timed}
     for r in range(repeats + 1):                     # round 0 warms every path up and is not kept
         for b in batches:
             st = run_method("ar", base, inputs[b], lens[b], new).stats
@@ -207,10 +171,10 @@ def measure_model(name: str, base: BlockDiffusionLM, *, blocks, batches, prompt:
                     if r:
                         cells.setdefault((b, L, method), []).append(s)
                 if b == 1:
-                    cost = forward_costs(timers[L], shift, cost_repeats if r else 1)
+                    cost = forward_cost_limit(bds[L], prompt + new // 2, cost_repeats if r else 1)
                     if r:
                         costs_by_round[L].append(cost)
-                        paired[L].append(round_limits(rates, cost, L))
+                        paired[L].append(round_limits(rates, cost))
         if r:
             log(f"{name}: round {r}/{repeats} done" + "".join(
                 f"; L={L} fused/unfused {p[-1]['fused_vs_unfused']:.3f} ({p[-1]['fraction_of_unfused_limit']:.1%} "
@@ -230,8 +194,9 @@ def measure_model(name: str, base: BlockDiffusionLM, *, blocks, batches, prompt:
                                  wall_s=med(s.wall_s for s in stats), generated_tokens=st.generated_tokens))
     costs, limits = [], []
     for L, rounds in costs_by_round.items():
-        for key, n, head in (("t1", 1, 1), ("tL", L, L), ("t2L", 2 * L, L), ("t_write", L, int(shift))):
-            costs.append(dict(model=name, L=L, tokens=n, logit_rows=head, seconds=med(c[key] for c in rounds)))
+        for i, c in enumerate(rounds[0]["costs"]):
+            costs.append(dict(model=name, L=L, tokens=c["tokens"], logit_rows=c["logit_rows"],
+                              seconds=med(rc["costs"][i]["seconds"] for rc in rounds)))
         lim = dict(model=name, L=L, rounds=len(paired[L]))
         for key in paired[L][0]:
             lim[key] = med(p[key] for p in paired[L])
@@ -274,9 +239,8 @@ def main() -> None:
     log = lambda msg: print(f"[{time.perf_counter() - t_start:6.1f}s] {msg}", flush=True)  # noqa: E731
     for name in names:
         base = real if real is not None else build(models[name], blocks[0], device, dtype, shift=args.shift)
-        shift = base.spec.shift
         r, c, lim = measure_model(name, base, blocks=blocks, batches=batches, prompt=prompt, new=new,
-                                  repeats=repeats, device=device, shift=shift, log=log)
+                                  repeats=repeats, device=device, log=log)
         rows += r
         costs += c
         limits += lim

@@ -33,7 +33,7 @@ from blockdistill.evaluation.runner import (
 )
 from blockdistill.evaluation.sampler import SAMPLER_KINDS, SamplerConfig, Variant
 from blockdistill.evaluation.scoring import Scorer, TextMetrics, metric_lang, score_group
-from blockdistill.evaluation.speed import forward_cost_limit, measure_speed
+from blockdistill.evaluation.speed import forward_cost_limit, forward_cost_sizes, measure_speed
 from blockdistill.evaluation.stats import RunStats
 from blockdistill.evaluation.text import decode_ids
 
@@ -58,6 +58,7 @@ __all__ = [
     "evaluate_variant",
     "evaluate_variants",
     "forward_cost_limit",
+    "forward_cost_sizes",
     "generate_split",
     "markdown_table",
     "measure_speed",

@@ -7,7 +7,9 @@
   fused pass of ``2L`` tokens commits ``L`` tokens where AR's 1-token pass commits one, so decode
   tokens/s can at best reach ``L * t(1) / t(2L)`` times AR's. On a GPU ``t(2L) ~ t(1)`` and the
   limit is about L; on a CPU a forward's cost grows with its tokens and the limit is lower. A
-  measured ratio is then judged against this machine's limit, not against L.
+  measured ratio is then judged against this machine's limit, not against L. It also times a
+  one-block pass and the unfused sampler's block-write pass, which bound fused against unfused
+  decoding. ``benchmarks/decode.py`` takes its forward costs from here too.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from blockdistill.evaluation.generate import generate_split
 from blockdistill.evaluation.sampler import Variant
 from blockdistill.evaluation.stats import RunStats
 
-__all__ = ["forward_cost_limit", "measure_speed"]
+__all__ = ["forward_cost_limit", "forward_cost_sizes", "measure_speed"]
 
 
 def measure_speed(variants: Sequence[Variant], examples: Sequence[Mapping[str, Any]], tokenizer: Any, n: int,
@@ -46,32 +48,51 @@ def measure_speed(variants: Sequence[Variant], examples: Sequence[Mapping[str, A
                    "nfe": s.forwards_per_sample, "n": s.n} for name, s in totals.items()}
 
 
-@torch.no_grad()
-def forward_cost_limit(model: Any, context: int, repeats: int = 20, seed: int = 1) -> dict[str, float]:
-    """Median seconds of one cached forward at batch 1 over 1 and over ``2L`` new tokens, with the
-    LM head on ``min(n, L)`` rows (what an AR step and a fused block pass need), at a prefilled
-    context of ``context`` tokens (rounded down to whole blocks, at least one block), through the
-    sampler's own denoiser. The two sizes are timed in alternation, after one warm-up round.
+def forward_cost_sizes(block_size: int, shift: bool) -> dict[str, tuple[int, int]]:
+    """The cached forwards that bound block decoding at batch 1, as ``name: (new tokens, LM-head
+    rows)``: ``t1`` an AR step; ``tL`` a denoise pass over one block; ``t2L`` a fused pass (the
+    finished block written while the next one is denoised, the head on its ``L`` noisy rows);
+    ``t_write`` the unfused sampler's block-write pass, with the head on one row under ``shift``
+    (the next block's first token) and on none without."""
+    L = block_size
+    return {"t1": (1, 1), "tL": (L, L), "t2L": (2 * L, L), "t_write": (L, int(shift))}
 
-    Returns ``t1_s``, ``t2L_s``, ``block_size``, ``context`` and ``limit = L * t1 / t2L``.
+
+@torch.no_grad()
+def forward_cost_limit(model: Any, context: int, repeats: int = 20, seed: int = 1) -> dict[str, Any]:
+    """Median seconds of the cached forwards that bound block decoding at batch 1, at a prefilled
+    context of ``context`` tokens (rounded down to whole blocks, at least one block), through the
+    sampler's own denoiser, and the limits they set on the decode speed-ups.
+
+    The forwards are those of :func:`forward_cost_sizes` (1, ``L`` and ``2L`` new tokens with the
+    LM head on ``min(n, L)`` rows, and the unfused sampler's block-write pass), timed in
+    alternation, one of each per round, after one warm-up round; a noisy-only query is cropped
+    away after each forward, so the cache length stays fixed.
+
+    Returns ``t1_s``, ``tL_s``, ``t2L_s``, ``t_write_s``, ``block_size``, ``context``, ``shift``,
+    ``limit = L * t1 / t2L`` (fused against AR), ``unfused_limit = 2 * tL / t2L`` and
+    ``unfused_limit_exact = (tL + t_write) / t2L`` (fused against the unfused block-cache
+    sampler, which runs a denoise pass and a write pass per block where fused runs one pass),
+    and ``costs``: one ``{"name", "tokens", "logit_rows", "seconds"}`` per forward.
     """
     from blockdistill.sampling.hf import HFDenoiser
 
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    den, size = HFDenoiser(model), model.spec.block_size
+    den, size, shift = HFDenoiser(model), model.spec.block_size, bool(model.spec.shift)
     device = next(model.parameters()).device
     ctx = max(size, (context // size) * size)
     g = torch.Generator().manual_seed(seed)
     vocab = model.spec.mask_token_id
     ids = torch.randint(0, vocab, (1, ctx + 1), generator=g).to(device)
     state, _ = den.prefill(ids, torch.tensor([ctx + 1], device=device))
-    times: dict[int, list[float]] = {1: [], 2 * size: []}
+    sizes = forward_cost_sizes(size, shift)
+    times: dict[str, list[float]] = {name: [] for name in sizes}
     for r in range(repeats + 1):
-        for n in times:
+        for name, (n, head) in sizes.items():
             q = torch.randint(0, vocab, (1, n), generator=g).to(device)
             idx = torch.arange(ctx, ctx + n, device=device)[None]
-            at = torch.arange(n - min(n, size), n, device=device)[None]
+            at = torch.arange(n - head, n, device=device)[None] if head else None
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             t = time.perf_counter()
@@ -79,6 +100,11 @@ def forward_cost_limit(model: Any, context: int, repeats: int = 20, seed: int = 
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if r:  # round 0 is warm-up
-                times[n].append(time.perf_counter() - t)
-    t1, t2 = statistics.median(times[1]), statistics.median(times[2 * size])
-    return {"t1_s": t1, "t2L_s": t2, "block_size": size, "context": ctx, "limit": size * t1 / t2}
+                times[name].append(time.perf_counter() - t)
+    sec = {name: statistics.median(ts) for name, ts in times.items()}
+    t1, tL, t2, tw = sec["t1"], sec["tL"], sec["t2L"], sec["t_write"]
+    return {"t1_s": t1, "tL_s": tL, "t2L_s": t2, "t_write_s": tw, "block_size": size, "context": ctx,
+            "shift": shift, "limit": size * t1 / t2, "unfused_limit": 2 * tL / t2,
+            "unfused_limit_exact": (tL + tw) / t2,
+            "costs": [{"name": name, "tokens": n, "logit_rows": head, "seconds": sec[name]}
+                      for name, (n, head) in sizes.items()]}
