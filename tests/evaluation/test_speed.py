@@ -11,8 +11,7 @@ import types
 import pytest
 
 from blockdistill import BlockDiffusionLM
-from blockdistill.evaluation import forward_cost_limit, forward_cost_sizes
-from blockdistill.evaluation import speed
+from blockdistill.evaluation import forward_cost_limit, forward_cost_sizes, speed
 from blockdistill.sampling.hf import HFDenoiser
 from blockdistill.testing import tiny_qwen2, tiny_tokenizer
 
