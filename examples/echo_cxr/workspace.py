@@ -181,9 +181,13 @@ class Workspace(RunPaths):
     @functools.lru_cache(maxsize=4)  # noqa: B019 - one Workspace per run; caching the processed splits is the point
     def samples(self, split: str) -> Dataset:
         """Processor samples of a split: processed once and kept in memory (``data.cache_samples``,
-        the tiny demo), or processed on access (real data: images are read by the data loader)."""
+        the tiny demo), or processed on access (real data: images are read by the data loader; a training
+        study whose image fails to decode is skipped and listed in ``data/train.load-rejects.jsonl``)."""
         records = self.records(split)
         if self.cfg.data.cache_samples:
             return CachedSamples(records, self.processor, self.cfg.data.image_root, desc=f"{split} samples",
                                  rejects_path=self.data_dir / f"{split}.rejects.jsonl")
-        return CXRRecordDataset(records, self.processor, self.cfg.data.image_root)
+        # training skips (and lists) a study whose image was damaged after curation; evaluation and
+        # collection index records and samples together, so there a damaged image still stops the stage
+        rejects = self.data_dir / f"{split}.load-rejects.jsonl" if split == "train" else None
+        return CXRRecordDataset(records, self.processor, self.cfg.data.image_root, rejects_path=rejects)

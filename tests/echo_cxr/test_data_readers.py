@@ -116,8 +116,8 @@ def test_readers_fail_early_on_wrong_layout(tmp_path: Path) -> None:
         MimicCXRReader(tmp_path)
     with pytest.raises(FileNotFoundError, match="df_chexpert_plus_240401.csv"):
         CheXpertPlusReader(tmp_path)
-    with pytest.raises(ValueError, match="image_check='decode'"):
-        IUXrayReader(FIX / "iu_xray", image_check="decode")
+    with pytest.raises(ValueError, match="image_check='full'"):
+        IUXrayReader(FIX / "iu_xray", image_check="full")
     (tmp_path / "df_chexpert_plus_240401.csv").write_text("path,report\nx,y\n")
     with pytest.raises(ValueError, match="lacks columns"):
         list(CheXpertPlusReader(tmp_path).read(print))

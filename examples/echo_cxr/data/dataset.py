@@ -105,18 +105,61 @@ def read_records(path: str | os.PathLike, resolve: bool = True) -> list[CXRRecor
 
 
 class CXRRecordDataset(Dataset):
-    """Processor samples for a list of records; images are read from disk on access."""
+    """Processor samples for a list of records; images are read from disk on access.
 
-    def __init__(self, records: Sequence[CXRRecord], processor: CXRProcessor, image_root: str | Path | None = None) -> None:
+    With ``rejects_path`` a study whose image can no longer be decoded (the file was damaged
+    after curation checked it) does not stop training: it is appended to ``rejects_path``
+    (one :class:`~examples.echo_cxr.data.records.Rejected` JSON line, stage ``"load"``, written
+    once per study and process with one ``O_APPEND`` write and ``fsync``), counted in
+    :attr:`skipped`, logged, and the next study in the list that decodes takes its place, so
+    every batch keeps its size and the data order stays a function of the files. Without it
+    the :class:`~examples.echo_cxr.data.processor.ImageDecodeError` (naming the study and the
+    file) is raised, as evaluation needs: there a substitute would score another study twice.
+    """
+
+    def __init__(self, records: Sequence[CXRRecord], processor: CXRProcessor, image_root: str | Path | None = None,
+                 rejects_path: str | Path | None = None) -> None:
         self.records = list(records)
         self.processor = processor
         self.image_root = image_root
+        self.rejects_path = None if rejects_path is None else Path(rejects_path)
+        self.skipped: dict[str, str] = {}
+        """Studies skipped by this process: key -> reason (data-loader workers keep their own)."""
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.processor.from_record(self.records[index], self.image_root)
+        if self.rejects_path is None:
+            return self.processor.from_record(self.records[index], self.image_root)
+        from examples.echo_cxr.data.processor import ImageDecodeError
+
+        for step in range(len(self.records)):
+            record = self.records[(index + step) % len(self.records)]
+            try:
+                return self.processor.from_record(record, self.image_root)
+            except ImageDecodeError as err:
+                self._skip(record, str(err))
+        raise ImageDecodeError(f"no study of {len(self.records)} has a decodable image; see {self.rejects_path}")
+
+    def _skip(self, record: CXRRecord, reason: str) -> None:
+        import logging
+
+        from examples.echo_cxr.data.records import Rejected
+
+        if record.key in self.skipped:
+            return
+        self.skipped[record.key] = reason
+        line = (Rejected.of(record, "load", reason).to_json() + "\n").encode("utf-8")
+        self.rejects_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.rejects_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:  # one write of a whole line: lines of several loader workers do not interleave
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        logging.getLogger(__name__).warning("skipped %s (%d skipped so far, listed in %s)", reason,
+                                            len(self.skipped), self.rejects_path)
 
 
 class SyntheticCXRDataset(Dataset):

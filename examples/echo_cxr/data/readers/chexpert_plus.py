@@ -61,7 +61,7 @@ class CheXpertPlusReader:
     csv_name: str = CSV_NAME
     image_root: Path | None = None
     """Folder that ``path_to_image`` is relative to; defaults to ``root``."""
-    image_check: str = "header"
+    image_check: str = "decode"
     """See :data:`~examples.echo_cxr.data.readers.base.ImageCheck`."""
     source: str = SOURCE
 

@@ -54,7 +54,7 @@ class IUXrayReader:
     """A ``.tgz``/``.tar.gz`` of the XML reports, or a folder searched recursively for ``*.xml``."""
     image_dir: Path | None = None
     """Folder of ``<parentImage id>.png`` files, or ``None`` for reports only."""
-    image_check: str = "header"
+    image_check: str = "decode"
     """See :data:`~examples.echo_cxr.data.readers.base.ImageCheck`."""
     source: str = SOURCE
 

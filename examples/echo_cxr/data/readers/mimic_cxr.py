@@ -54,7 +54,7 @@ class MimicCXRReader:
     """MIMIC-CXR-JPG folder holding ``files/`` and the metadata CSV."""
     reports_root: Path | None = None
     """Folder whose ``files/pXX/pN/sM.txt`` are the reports; defaults to ``root``."""
-    image_check: str = "header"
+    image_check: str = "decode"
     """See :data:`~examples.echo_cxr.data.readers.base.ImageCheck`."""
     source: str = SOURCE
 

@@ -62,7 +62,7 @@ class ReXGradientReader:
     """Data-set folder (holds ``metadata/`` and ``deid_png/``)."""
     metadata_file: Path
     """The split's metadata, ``.json`` or ``.csv``; relative paths are taken below ``root``."""
-    image_check: str = "header"
+    image_check: str = "decode"
     """See :data:`~examples.echo_cxr.data.readers.base.ImageCheck`."""
     source: str = SOURCE
 
