@@ -18,17 +18,19 @@ from blockdistill import BlockDiffusionLM
 from blockdistill.models.families import REFUSED, registered_families
 from blockdistill.sampling import FixedCount, HFDenoiser, OneStep, ar_generate, block_generate
 from blockdistill.testing import tiny_tokenizer
-from tests.families.tiny import EOS, TINY, TRANSFORMED, VOCAB, tiny_bd, tiny_model
-from tests.foundation.helpers import all_response_targets, collate, random_examples, random_mask
+from tests.families.tiny import (
+    EOS,
+    TINY,
+    TRANSFORMED,
+    VOCAB,
+    prompts,
+    rad_and_full_dup,
+    tiny_bd,
+    tiny_model,
+)
 from tests.sampling.helpers import as_lists, pad_rows, reference_block_decode, variant
 
 FAMILIES = sorted(registered_families())
-WORDS = 80  # ordinary tokens of tiny_tokenizer
-
-
-def _prompts(lens, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randint(0, WORDS, (n,), generator=g).tolist() for n in lens]
 
 
 def test_every_registered_family_has_a_tiny_config():
@@ -43,7 +45,7 @@ def test_wrapper_at_block_size_one_equals_the_familys_own_forward(model_type):
     logit_scale) skipped, a refused attention backend, wrong positions, the decoder bypassing the
     family's embedding scale. Rows of a right-padded batch each equal the model alone."""
     bd = tiny_bd(model_type)
-    rows = _prompts([9, 5, 12], seed=1)
+    rows = prompts([9, 5, 12], seed=1)
     ids, lens = pad_rows(rows, EOS)
     with torch.no_grad():
         ours = bd.clean_logits(ids, lens, block_size=1)
@@ -58,16 +60,8 @@ def test_wrapper_at_block_size_one_equals_the_familys_own_forward(model_type):
 
 @pytest.mark.parametrize("model_type", FAMILIES)
 def test_rad_equals_full_duplication(model_type):
-    bd = tiny_bd(model_type)
-    batch = collate(bd, random_examples([3, 6], [7, 5], vocab=WORDS, seed=2))
-    masked = random_mask(batch, seed=3)
-    targets = all_response_targets(batch)
-    args = (batch.input_ids, batch.prompt_lens, batch.seq_lens, masked, targets)
-    with torch.no_grad():
-        rad = bd.diffusion_logits(*args)
-        dup = bd.diffusion_logits(*args, layout="full_dup")
-        clean = bd.diffusion_logits(*args, layout="full_dup").std()
-    assert clean > 0.1
+    _, rad, dup = rad_and_full_dup(tiny_bd(model_type), [3, 6], [7, 5])
+    assert dup.std() > 0.1
     # float64 model; the logits come back as float32 (bd.logits), so 1e-6 is float32 rounding of
     # logits of scale ~5 (eager's additive masks sum in another order: 2e-7 seen on Gemma-2; 0 elsewhere).
     torch.testing.assert_close(rad, dup, atol=1e-6, rtol=0)
@@ -80,7 +74,7 @@ def test_cache_modes_agree_with_the_brute_force_reference(model_type, shift):
     batch of two prompts of different lengths equals the brute-force one-row reference (the
     training forward on the whole prefix, no cache) for one-step decoding."""
     bd = variant(tiny_bd(model_type), 4, shift)
-    rows = _prompts([5, 10], seed=4)
+    rows = prompts([5, 10], seed=4)
     ids, lens = pad_rows(rows, EOS)
     for policy in (FixedCount(2), OneStep()):
         outs = {c: as_lists(block_generate(HFDenoiser(bd), ids, lens, policy=policy, cache=c, max_new_tokens=12,
@@ -95,7 +89,7 @@ def test_cache_modes_agree_with_the_brute_force_reference(model_type, shift):
 @pytest.mark.parametrize("model_type", FAMILIES)
 def test_ar_baseline_equals_hf_generate(model_type):
     bd = tiny_bd(model_type)
-    rows = _prompts([4, 9], seed=5)
+    rows = prompts([4, 9], seed=5)
     ids, lens = pad_rows(rows, EOS)
     ours = as_lists(ar_generate(bd, ids, lens, max_new_tokens=10))  # stops at EOS, like generate
     for b, r in enumerate(rows):

@@ -32,16 +32,10 @@ from blockdistill.sampling import (
 )
 from blockdistill.sampling.generate import generate
 from blockdistill.testing import tiny_tokenizer
-from tests.families.tiny import EOS, VOCAB, tiny_model
+from tests.families.tiny import EOS, VOCAB, prompts, tiny_model
 from tests.sampling.helpers import as_lists, pad_rows, variant
 
-WORDS = 80
 POLICIES = {"fixed2": FixedCount(2), "one_step": OneStep(), "threshold": ConfidenceThreshold(0.3)}
-
-
-def _prompts(lens, seed):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randint(0, WORDS, (n,), generator=g).tolist() for n in lens]
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +99,7 @@ def test_conversion_takes_the_generation_configs_list_and_save_load_keeps_it(tmp
 @pytest.mark.parametrize("shift", [False, True], ids=["noshift", "shift"])
 @pytest.mark.parametrize("policy", sorted(POLICIES))
 def test_every_cache_mode_stops_at_the_second_eos_and_a_batch_equals_its_rows(bd, policy, shift):
-    rows = _prompts([5, 9, 3], seed=11)
+    rows = prompts([5, 9, 3], seed=11)
     ids, lens = pad_rows(rows, EOS)
     one = variant(bd, 4, shift)
 
@@ -126,7 +120,7 @@ def test_every_cache_mode_stops_at_the_second_eos_and_a_batch_equals_its_rows(bd
 
 
 def test_ar_and_generate_with_a_streamer_stop_at_any_id(bd):
-    rows = _prompts([6, 4], seed=13)
+    rows = prompts([6, 4], seed=13)
     ids, lens = pad_rows(rows, EOS)
     free = as_lists(ar_generate(bd, ids, lens, max_new_tokens=16, stop_at_eos=False))
     _, second = _second_eos(free)

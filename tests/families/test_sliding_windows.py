@@ -21,8 +21,7 @@ from blockdistill.layout import clean_layout, dense_mask, full_dup_layout, mask_
 from blockdistill.models.attention import layer_windows
 from blockdistill.sampling import FixedCount, HFDenoiser, OneStep, ar_generate, block_generate
 from blockdistill.testing import tiny_tokenizer
-from tests.families.tiny import EOS, VOCAB, tiny_model
-from tests.foundation.helpers import all_response_targets, collate, random_examples, random_mask
+from tests.families.tiny import EOS, VOCAB, prompts, rad_and_full_dup, tiny_model
 from tests.sampling.helpers import as_lists, pad_rows, reference_block_decode, variant
 
 W = 3
@@ -34,7 +33,6 @@ WINDOWED = {
     "qwen3": dict(use_sliding_window=True, sliding_window=W, max_window_layers=1),
     "gemma2": dict(sliding_window=W, layer_types=MIXED), "gemma3_text": dict(sliding_window=W, layer_types=MIXED),
 }
-WORDS = 80
 _BD: dict = {}
 
 
@@ -43,11 +41,6 @@ def windowed_bd(model_type: str) -> BlockDiffusionLM:
         _BD[model_type] = BlockDiffusionLM.from_causal_lm(tiny_model(model_type, **WINDOWED[model_type]),
                                                           tiny_tokenizer(VOCAB), block_size=4)
     return _BD[model_type]
-
-
-def _prompts(lens, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randint(0, WORDS, (n,), generator=g).tolist() for n in lens]
 
 
 def test_the_windows_are_read_per_layer_type():
@@ -60,7 +53,7 @@ def test_the_windows_are_read_per_layer_type():
 @pytest.mark.parametrize("model_type", sorted(WINDOWED))
 def test_block_size_one_equals_hfs_own_sliding_window_forward(model_type):
     bd = windowed_bd(model_type)
-    rows = _prompts([12, 7, 10], seed=1)
+    rows = prompts([12, 7, 10], seed=1)
     ids, lens = pad_rows(rows, EOS)
     unwindowed = tiny_model(model_type, **{**WINDOWED[model_type], "sliding_window": 512})
     with torch.no_grad():
@@ -76,13 +69,8 @@ def test_block_size_one_equals_hfs_own_sliding_window_forward(model_type):
 @pytest.mark.parametrize("model_type", sorted(WINDOWED))
 def test_rad_equals_full_duplication_with_windows(model_type):
     bd = windowed_bd(model_type)
-    batch = collate(bd, random_examples([3, 7], [9, 6], vocab=WORDS, seed=2))
-    masked = random_mask(batch, seed=3)
-    targets = all_response_targets(batch)
-    args = (batch.input_ids, batch.prompt_lens, batch.seq_lens, masked, targets)
+    args, rad, dup = rad_and_full_dup(bd, [3, 7], [9, 6])
     with torch.no_grad():
-        rad = bd.diffusion_logits(*args)
-        dup = bd.diffusion_logits(*args, layout="full_dup")
         free = BlockDiffusionLM(bd.model, bd.spec, attn_backend=bd.attn_backend)
         free.windows = {t: None for t in bd.windows}
         assert float((free.diffusion_logits(*args) - rad).abs().max()) > 1e-3  # training sees the window
@@ -93,7 +81,7 @@ def test_rad_equals_full_duplication_with_windows(model_type):
 @pytest.mark.parametrize("model_type", sorted(WINDOWED))
 def test_cache_modes_agree_with_the_brute_force_reference_under_windows(model_type, shift):
     bd = variant(windowed_bd(model_type), 4, shift)
-    rows = _prompts([5, 10], seed=4)
+    rows = prompts([5, 10], seed=4)
     ids, lens = pad_rows(rows, EOS)
     for policy in (FixedCount(2), OneStep()):
         outs = {c: as_lists(block_generate(HFDenoiser(bd), ids, lens, policy=policy, cache=c, max_new_tokens=12,
@@ -107,7 +95,7 @@ def test_cache_modes_agree_with_the_brute_force_reference_under_windows(model_ty
 @pytest.mark.parametrize("model_type", sorted(WINDOWED))
 def test_ar_baseline_equals_hf_generate_with_windows(model_type):
     bd = windowed_bd(model_type)
-    rows = _prompts([4, 9], seed=5)
+    rows = prompts([4, 9], seed=5)
     ids, lens = pad_rows(rows, EOS)
     ours = as_lists(ar_generate(bd, ids, lens, max_new_tokens=10))
     for b, r in enumerate(rows):

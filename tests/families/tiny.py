@@ -14,8 +14,11 @@ import torch
 
 from blockdistill import BlockDiffusionLM
 from blockdistill.testing import tiny_qwen2_5_vl, tiny_tokenizer
+from tests.foundation.helpers import all_response_targets, collate, random_examples, random_mask
 
 VOCAB, EOS = 96, 89
+WORDS = 80
+"""Ordinary tokens of :func:`blockdistill.testing.tiny_tokenizer` (ids below the special ones)."""
 COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.2,
               tie_word_embeddings=False, eos_token_id=EOS, pad_token_id=EOS, bos_token_id=None)
@@ -74,3 +77,21 @@ def _tiny_qwen2_vl():
 def tiny_bd(model_type: str) -> BlockDiffusionLM:
     """The tiny model wrapped at L=4 (no shift); tests take variants of it."""
     return BlockDiffusionLM.from_causal_lm(tiny_model(model_type), tiny_tokenizer(VOCAB), block_size=4)
+
+
+def prompts(lens, seed=0) -> list[list[int]]:
+    """Random prompts of ordinary tokens, one per length in ``lens``."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, WORDS, (n,), generator=g).tolist() for n in lens]
+
+
+def rad_and_full_dup(bd: BlockDiffusionLM, prompt_lens, response_lens, seed: int = 2):
+    """The RAD-vs-duplication setup: a collated batch of random examples (``seed``), a random mask
+    (``seed + 1``) and every response slot as a target. Returns ``(args, rad, dup)``: the
+    ``diffusion_logits`` arguments and its logits under the RAD layout and under full
+    duplication, computed once each (no grad)."""
+    batch = collate(bd, random_examples(prompt_lens, response_lens, vocab=WORDS, seed=seed))
+    args = (batch.input_ids, batch.prompt_lens, batch.seq_lens, random_mask(batch, seed=seed + 1),
+            all_response_targets(batch))
+    with torch.no_grad():
+        return args, bd.diffusion_logits(*args), bd.diffusion_logits(*args, layout="full_dup")
