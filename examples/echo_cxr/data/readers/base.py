@@ -103,6 +103,46 @@ def keep_readable_images(
     return good, dropped
 
 
+def readable_images(
+    wanted: list[Path], mode: str, reject: RejectSink, source: str, study_id: str, none_listed: str
+) -> tuple[list[str], list[dict[str, str]]] | None:
+    """:func:`keep_readable_images` for one study, or ``None`` after rejecting the study when
+    none of its images is readable (the reason names the first dropped image, else
+    ``none_listed``: why the study lists no image at all)."""
+    image_paths, dropped = keep_readable_images(wanted, mode)
+    if not image_paths:
+        why = dropped[0]["reason"] if dropped else none_listed
+        reject_study(reject, source, study_id, "read", f"no readable image: {why}")
+        return None
+    return image_paths, dropped
+
+
+def study_record(
+    source: str,
+    study_id: str,
+    image_paths: list[str],
+    dropped: list[dict[str, str]],
+    *,
+    findings: str,
+    impression: str,
+    report: str,
+    metadata: dict[str, Any],
+) -> CXRRecord:
+    """The record a reader yields for a study: ``dropped_images`` (the ``{path, reason}`` of
+    each image :func:`keep_readable_images` dropped) joins ``metadata`` when there are any."""
+    if dropped:
+        metadata = {**metadata, "dropped_images": dropped}
+    return CXRRecord(
+        study_id=study_id,
+        source=source,
+        image_paths=image_paths,
+        findings=findings,
+        impression=impression,
+        metadata=metadata,
+        report=report,
+    )
+
+
 def decode_utf8(data: bytes, what: str) -> tuple[str | None, str | None]:
     """``(text, None)`` for valid UTF-8, else ``(None, reason)`` naming the bad byte."""
     try:

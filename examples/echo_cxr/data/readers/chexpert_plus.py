@@ -29,8 +29,9 @@ from ..records import CXRRecord, RejectSink
 from .base import (
     check_image_mode,
     is_blank,
-    keep_readable_images,
+    readable_images,
     reject_study,
+    study_record,
     surrogate_problem,
 )
 
@@ -136,11 +137,10 @@ class CheXpertPlusReader:
             return None
         rows = sorted(rows, key=lambda r: (r.get("frontal_lateral") != "Frontal", r["path_to_image"]))
         wanted = [self._image_path(r["path_to_image"]) for r in rows]
-        image_paths, dropped = keep_readable_images(wanted, self.image_check)
-        if not image_paths:
-            why = dropped[0]["reason"] if dropped else "no image rows"
-            reject_study(reject, SOURCE, study, "read", f"no readable image: {why}")
+        found = readable_images(wanted, self.image_check, reject, SOURCE, study, "no image rows")
+        if found is None:
             return None
+        image_paths, dropped = found
         metadata: dict[str, Any] = {
             "patient_id": first.get("deid_patient_id", ""),
             "views": [
@@ -150,14 +150,5 @@ class CheXpertPlusReader:
             "age": first.get("age", ""),
             "sex": first.get("sex", ""),
         }
-        if dropped:
-            metadata["dropped_images"] = dropped
-        return CXRRecord(
-            study_id=study,
-            source=SOURCE,
-            image_paths=image_paths,
-            findings=findings,
-            impression=impression,
-            metadata=metadata,
-            report=report,
-        )
+        return study_record(SOURCE, study, image_paths, dropped, findings=findings, impression=impression,
+                            report=report, metadata=metadata)

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from ..records import CXRRecord, RejectSink
-from .base import check_image_mode, decode_utf8, is_blank, keep_readable_images, reject_study
+from .base import (
+    check_image_mode,
+    decode_utf8,
+    is_blank,
+    readable_images,
+    reject_study,
+    study_record,
+)
 
 SOURCE = "iu_xray"
 _SECTION_ORDER = ("COMPARISON", "INDICATION", "FINDINGS", "IMPRESSION")
@@ -124,24 +131,15 @@ class IUXrayReader:
             "mesh_major": [m.text for m in root.iter("major") if m.text],
         }
         image_paths: list[str] = []
+        dropped: list[dict[str, str]] = []
         if self.image_dir is not None:
             wanted = [self.image_dir / f"{i}.png" for i in image_ids]
-            image_paths, dropped = keep_readable_images(wanted, self.image_check)
-            if dropped:
-                metadata["dropped_images"] = dropped
-            if not image_paths:
-                why = dropped[0]["reason"] if dropped else "no parentImage listed"
-                reject_study(reject, SOURCE, study_id, "read", f"no readable image: {why}")
+            found = readable_images(wanted, self.image_check, reject, SOURCE, study_id, "no parentImage listed")
+            if found is None:
                 return None
+            image_paths, dropped = found
         report = "\n".join(
             f"{label}: {sections[label]}" for label in _SECTION_ORDER if sections.get(label)
         )
-        return CXRRecord(
-            study_id=study_id,
-            source=SOURCE,
-            image_paths=image_paths,
-            findings=findings,
-            impression=impression,
-            metadata=metadata,
-            report=report,
-        )
+        return study_record(SOURCE, study_id, image_paths, dropped, findings=findings, impression=impression,
+                            report=report, metadata=metadata)

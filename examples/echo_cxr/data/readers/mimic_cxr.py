@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..records import CXRRecord, RejectSink
-from .base import check_image_mode, decode_utf8, is_blank, keep_readable_images, reject_study
+from .base import (
+    check_image_mode,
+    decode_utf8,
+    is_blank,
+    readable_images,
+    reject_study,
+    study_record,
+)
 from .sections import split_sections
 
 SOURCE = "mimic_cxr"
@@ -132,11 +139,10 @@ class MimicCXRReader:
             return None
         images = sorted(images, key=lambda r: _VIEW_RANK.get(r.get("ViewPosition", ""), 9))
         wanted = [self.root / folder / sid / f"{r['dicom_id']}.jpg" for r in images]
-        image_paths, dropped = keep_readable_images(wanted, self.image_check)
-        if not image_paths:
-            why = dropped[0]["reason"] if dropped else "no image rows"
-            reject_study(reject, SOURCE, sid, "read", f"no readable image: {why}")
+        found = readable_images(wanted, self.image_check, reject, SOURCE, sid, "no image rows")
+        if found is None:
             return None
+        image_paths, dropped = found
         kept = set(image_paths)
         sections = split_sections(text)
         metadata: dict[str, Any] = {
@@ -149,14 +155,6 @@ class MimicCXRReader:
         }
         if split is not None:
             metadata["source_split"] = split
-        if dropped:
-            metadata["dropped_images"] = dropped
-        return CXRRecord(
-            study_id=sid,
-            source=SOURCE,
-            image_paths=image_paths,
-            findings=sections.get("findings", ""),
-            impression=sections.get("impression", ""),
-            metadata=metadata,
-            report=text.strip(),
-        )
+        return study_record(SOURCE, sid, image_paths, dropped, findings=sections.get("findings", ""),
+                            impression=sections.get("impression", ""), report=text.strip(),
+                            metadata=metadata)

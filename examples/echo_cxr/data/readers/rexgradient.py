@@ -30,8 +30,9 @@ from ..records import CXRRecord, RejectSink
 from .base import (
     check_image_mode,
     is_blank,
-    keep_readable_images,
+    readable_images,
     reject_study,
+    study_record,
     surrogate_problem,
 )
 
@@ -133,11 +134,10 @@ class ReXGradientReader:
         views += [""] * (len(paths) - len(views))
         order = sorted(range(len(paths)), key=lambda i: (views[i].upper() not in _FRONTAL, i))
         wanted = [self._resolve(paths[i]) for i in order]
-        image_paths, dropped = keep_readable_images(wanted, self.image_check)
-        if not image_paths:
-            why = dropped[0]["reason"] if dropped else "no ImagePath listed"
-            reject_study(reject, SOURCE, study_id, "read", f"no readable image: {why}")
+        found = readable_images(wanted, self.image_check, reject, SOURCE, study_id, "no ImagePath listed")
+        if found is None:
             return None
+        image_paths, dropped = found
         kept = set(image_paths)
         body_parts = sorted({b for b in _as_list(study.get("ImageBodyPart")) if b})
         metadata: dict[str, Any] = {
@@ -148,18 +148,9 @@ class ReXGradientReader:
             "comparison": str(study.get("Comparison") or ""),
             "study_date": str(study.get("StudyDate") or ""),
         }
-        if dropped:
-            metadata["dropped_images"] = dropped
         report = "\n".join(
             f"{label}: {text}" for label, text in (("FINDINGS", findings), ("IMPRESSION", impression))
             if text
         )
-        return CXRRecord(
-            study_id=study_id,
-            source=SOURCE,
-            image_paths=image_paths,
-            findings=findings,
-            impression=impression,
-            metadata=metadata,
-            report=report,
-        )
+        return study_record(SOURCE, study_id, image_paths, dropped, findings=findings, impression=impression,
+                            report=report, metadata=metadata)
