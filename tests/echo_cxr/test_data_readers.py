@@ -20,6 +20,7 @@ from examples.echo_cxr.data.readers import (
     ReXGradientReader,
     bundled_reports_path,
 )
+from examples.echo_cxr.data.readers.base import readable_images, study_record
 from examples.echo_cxr.data.readers.sections import split_sections
 from examples.echo_cxr.data.records import CXRRecord, Rejected
 
@@ -109,6 +110,31 @@ def test_iu_xray_real_bundled_reports() -> None:
     assert len(records) > 3900 and all(r.image_paths == [] for r in records)
     assert all("empty report" in r.reason for r in rejects)
     assert records[0].metadata["image_ids"]
+
+
+def test_readable_images_and_study_record(tmp_path: Path) -> None:
+    """The two pieces every reader builds a study with: a study keeps its readable images and
+    lists the dropped ones; with none left it is rejected once, naming the first dropped image
+    (or why none was listed); ``dropped_images`` joins a copy of the metadata only when any."""
+    good, missing = tmp_path / "a.png", tmp_path / "b.png"
+    good.write_bytes(b"x")
+    rejects: list[Rejected] = []
+    dropped = [{"path": str(missing), "reason": f"missing image file {missing}"}]
+    assert readable_images([good, missing], "exists", rejects.append, "iu_xray", "CXR9", "none listed") \
+        == ([str(good)], dropped)
+    assert rejects == []
+    assert readable_images([missing], "exists", rejects.append, "iu_xray", "CXR9", "none listed") is None
+    assert readable_images([], "exists", rejects.append, "iu_xray", "CXR8", "none listed") is None
+    assert rejects == [Rejected("iu_xray/CXR9", "read", f"no readable image: missing image file {missing}", "iu_xray"),
+                       Rejected("iu_xray/CXR8", "read", "no readable image: none listed", "iu_xray")]
+    meta = {"view": "PA"}
+    rec = study_record("iu_xray", "CXR9", [str(good)], dropped, findings="f", impression="i", report="r",
+                       metadata=meta)
+    assert rec == CXRRecord("CXR9", "iu_xray", [str(good)], "f", "i", "en", {"view": "PA", "dropped_images": dropped},
+                            "r")
+    assert meta == {"view": "PA"}
+    assert study_record("iu_xray", "CXR9", [str(good)], [], findings="f", impression="", report="",
+                        metadata=meta).metadata == {"view": "PA"}
 
 
 def test_readers_fail_early_on_wrong_layout(tmp_path: Path) -> None:

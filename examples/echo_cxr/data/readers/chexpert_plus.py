@@ -150,5 +150,7 @@ class CheXpertPlusReader:
             "age": first.get("age", ""),
             "sex": first.get("sex", ""),
         }
-        return study_record(SOURCE, study, image_paths, dropped, findings=findings, impression=impression,
-                            report=report, metadata=metadata)
+        return study_record(
+            SOURCE, study, image_paths, dropped,
+            findings=findings, impression=impression, report=report, metadata=metadata,
+        )

@@ -134,12 +134,16 @@ class IUXrayReader:
         dropped: list[dict[str, str]] = []
         if self.image_dir is not None:
             wanted = [self.image_dir / f"{i}.png" for i in image_ids]
-            found = readable_images(wanted, self.image_check, reject, SOURCE, study_id, "no parentImage listed")
+            found = readable_images(
+                wanted, self.image_check, reject, SOURCE, study_id, "no parentImage listed"
+            )
             if found is None:
                 return None
             image_paths, dropped = found
         report = "\n".join(
             f"{label}: {sections[label]}" for label in _SECTION_ORDER if sections.get(label)
         )
-        return study_record(SOURCE, study_id, image_paths, dropped, findings=findings, impression=impression,
-                            report=report, metadata=metadata)
+        return study_record(
+            SOURCE, study_id, image_paths, dropped,
+            findings=findings, impression=impression, report=report, metadata=metadata,
+        )

@@ -155,6 +155,8 @@ class MimicCXRReader:
         }
         if split is not None:
             metadata["source_split"] = split
-        return study_record(SOURCE, sid, image_paths, dropped, findings=sections.get("findings", ""),
-                            impression=sections.get("impression", ""), report=text.strip(),
-                            metadata=metadata)
+        return study_record(
+            SOURCE, sid, image_paths, dropped,
+            findings=sections.get("findings", ""), impression=sections.get("impression", ""),
+            report=text.strip(), metadata=metadata,
+        )

@@ -134,7 +134,9 @@ class ReXGradientReader:
         views += [""] * (len(paths) - len(views))
         order = sorted(range(len(paths)), key=lambda i: (views[i].upper() not in _FRONTAL, i))
         wanted = [self._resolve(paths[i]) for i in order]
-        found = readable_images(wanted, self.image_check, reject, SOURCE, study_id, "no ImagePath listed")
+        found = readable_images(
+            wanted, self.image_check, reject, SOURCE, study_id, "no ImagePath listed"
+        )
         if found is None:
             return None
         image_paths, dropped = found
@@ -152,5 +154,7 @@ class ReXGradientReader:
             f"{label}: {text}" for label, text in (("FINDINGS", findings), ("IMPRESSION", impression))
             if text
         )
-        return study_record(SOURCE, study_id, image_paths, dropped, findings=findings, impression=impression,
-                            report=report, metadata=metadata)
+        return study_record(
+            SOURCE, study_id, image_paths, dropped,
+            findings=findings, impression=impression, report=report, metadata=metadata,
+        )
