@@ -148,13 +148,17 @@ class ChatClient:
         return {"url": self.url, "model": self.model, "temperature": self.temperature,
                 "max_tokens": self.max_tokens, "json_mode": self.json_mode}
 
-    def chat(self, messages: list[dict[str, str]]) -> str:
-        """Send one conversation; return the assistant message text or raise :class:`LLMError`."""
+    def request_body(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        """The JSON body :meth:`chat` sends for ``messages`` (what an answer journal keys on)."""
         body: dict[str, Any] = {"model": self.model, "messages": messages,
                                 "temperature": self.temperature, "max_tokens": self.max_tokens}
         if self.json_mode:
             body["response_format"] = {"type": "json_object"}
-        data = json.dumps(body).encode("utf-8")
+        return body
+
+    def chat(self, messages: list[dict[str, str]]) -> str:
+        """Send one conversation; return the assistant message text or raise :class:`LLMError`."""
+        data = json.dumps(self.request_body(messages)).encode("utf-8")
         last = ""
         for attempt in range(self.max_retries + 1):
             if attempt:

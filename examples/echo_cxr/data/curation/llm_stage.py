@@ -8,7 +8,9 @@ come back in input order so a stage stays deterministic.
 An answer that fails validation, or a request the server refused as such (HTTP 400/413/422),
 rejects the record. Any other failure (outage, reset, timeout, 5xx, auth, redirect) is the
 endpoint's, not the record's: :func:`reject_reason` raises :class:`EndpointFailure`, the stage
-stops, nothing of that step is saved, and rerunning the pipeline retries every record.
+stops, and no record of that step is saved as a reject. The answers already received are kept:
+:class:`~.runner.Pipeline` gives each LLM stage an :class:`~.journal.AnswerJournal`
+(``stages/NN_<name>.answers.jsonl``), so the rerun sends only the requests still unanswered.
 
     system, user = load_prompt("standardize")
 """
@@ -21,7 +23,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from ..llm_client import InvalidAnswer, LLMError
+from ..llm_client import ChatClient, InvalidAnswer, LLMError
+from .journal import AnswerJournal
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 PLACEHOLDER = "<<REPORT>>"
@@ -42,6 +45,11 @@ def reject_reason(stage: str, key: str, what: str, err: LLMError | InvalidAnswer
         f"stage {stage!r} stopped at record {key}: {err}. An endpoint failure is not a property "
         "of the record: nothing of this step was saved as a reject; rerun to retry"
     ) from err
+
+
+def ask(client: ChatClient, messages: list[dict[str, str]], journal: AnswerJournal | None) -> str:
+    """``client.chat(messages)``, through ``journal`` when the stage has one."""
+    return client.chat(messages) if journal is None else journal.ask(client, messages)
 
 
 def load_prompt(name_or_path: str | Path) -> tuple[str, str]:

@@ -6,6 +6,7 @@ Layout written under ``out_dir``::
     stages/00_read.rejects.jsonl    what that step dropped, with reasons
     stages/00_read.stats.json       its counts (in/out/rejected, per source) and settings
     stages/01_modality.jsonl ...
+    stages/02_standardize.answers.jsonl   an LLM stage's journal of received answers (kept)
     curated.jsonl                   the last step's records
     rejects.jsonl                   every step's rejects
     summary.json                    {"stages": [{"stage", "in", "out", "rejected", "by_source"}]}
@@ -13,6 +14,12 @@ Layout written under ``out_dir``::
 A step is skipped when its records file exists (files are renamed into place only when
 complete) and its recorded settings equal the current ones; once a step re-runs, all later
 steps re-run too. Every step must account for its input: ``in == out + rejected``.
+
+An LLM stage (one with a ``journal`` attribute) appends every answer it receives to its
+``.answers.jsonl`` (:mod:`.journal`) before using it; a rerun after an outage reads it and sends
+only the requests still unanswered. The journal is kept after the step: a rerun of the step
+(changed earlier data, say) sends again only requests whose body changed. The step's stats
+record ``answers``: how many came from the journal, how many were received, and ignored lines.
 
     pipeline = Pipeline([ModalityFilter(), RuleStandardizer()], Path("runs/x"))
     summary = pipeline.run([IUXrayReader(bundled_reports_path())])
@@ -32,6 +39,7 @@ from tqdm import tqdm
 from ..readers.base import Reader
 from ..records import CXRRecord, Rejected, RejectSink
 from .base import JsonlRecords, Stage, atomic_open, write_json
+from .journal import AnswerJournal
 
 Produce = Callable[[RejectSink], Iterable[CXRRecord]]
 
@@ -78,13 +86,19 @@ class Pipeline:
                 continue
             rerun = True
             self._clear_from(index + 1, steps)
+            journal = None
             if stage is not None:
                 source = JsonlRecords(self._paths(index - 1, steps[index - 1][0])[0])
                 produce = _stage_producer(stage, source)
+                if hasattr(stage, "journal"):  # an LLM stage: keep every answer it receives
+                    journal = stage.journal = AnswerJournal(records_path.with_suffix(".answers.jsonl"))
             assert produce is not None
             expected = previous["out"] if previous else None
             step = self._run_step(name, params, produce, expected, previous, records_path,
                                   rejects_path, stats_path)
+            if journal is not None:
+                step["answers"] = journal.report()
+                write_json(stats_path, step)
             stats.append(step)
             previous = step
         return self._finish(steps, stats)

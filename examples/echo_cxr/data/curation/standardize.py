@@ -24,7 +24,8 @@ from typing import Any
 from ..llm_client import ChatClient, InvalidAnswer, LLMError, parse_report_json
 from ..readers.sections import split_sections
 from ..records import CXRRecord, Rejected, RejectSink
-from .llm_stage import load_prompt, map_ordered, reject_reason, render
+from .journal import AnswerJournal
+from .llm_stage import ask, load_prompt, map_ordered, reject_reason, render
 from .observations import OBSERVATIONS, mentions, negative_sentence, split_sentences
 
 NORMAL_IMPRESSION = "No acute cardiopulmonary abnormality."
@@ -176,6 +177,8 @@ class LLMStandardizer:
     """Shipped prompt name or path to a prompt file (see :mod:`.llm_stage`)."""
     concurrency: int = 1
     name: str = "standardize"
+    journal: AnswerJournal | None = field(default=None, repr=False, compare=False)
+    """Answers already received (set by :class:`~.runner.Pipeline`); ``None``: ask every time."""
     _system: str = field(default="", init=False, repr=False)
     _user: str = field(default="", init=False, repr=False)
 
@@ -195,7 +198,7 @@ class LLMStandardizer:
         messages = [{"role": "system", "content": self._system},
                     {"role": "user", "content": render(self._user, text)}]
         try:
-            return parse_report_json(self.client.chat(messages))
+            return parse_report_json(ask(self.client, messages, self.journal))
         except (LLMError, InvalidAnswer) as err:
             return reject_reason(self.name, record.key, "LLM standardisation", err)
 

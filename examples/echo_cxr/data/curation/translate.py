@@ -25,7 +25,8 @@ from typing import Any
 
 from ..llm_client import ChatClient, InvalidAnswer, LLMError, parse_report_json
 from ..records import CXRRecord, Rejected, RejectSink
-from .llm_stage import load_prompt, map_ordered, reject_reason, render
+from .journal import AnswerJournal
+from .llm_stage import ask, load_prompt, map_ordered, reject_reason, render
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -46,6 +47,8 @@ class BilingualAugment:
     prompt: str | Path = "translate"
     concurrency: int = 1
     name: str = "translate"
+    journal: AnswerJournal | None = field(default=None, repr=False, compare=False)
+    """Answers already received (set by :class:`~.runner.Pipeline`); ``None``: ask every time."""
     _system: str = field(default="", init=False, repr=False)
     _user: str = field(default="", init=False, repr=False)
 
@@ -67,7 +70,7 @@ class BilingualAugment:
         messages = [{"role": "system", "content": self._system},
                     {"role": "user", "content": render(self._user, source)}]
         try:
-            answer = parse_report_json(self.client.chat(messages))
+            answer = parse_report_json(ask(self.client, messages, self.journal))
         except (LLMError, InvalidAnswer) as err:
             return reject_reason(self.name, record.key, "translation", err)
         for part in ("findings", "impression"):
