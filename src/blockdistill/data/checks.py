@@ -12,16 +12,40 @@ runs over the whole data set first and names the record (``train.jsonl:17``, a s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from blockdistill.layout import clean_length
 
-__all__ = ["BadExampleError", "check_examples", "example_problem", "record_name"]
+__all__ = ["BadExampleError", "check_examples", "example_problem", "jsonl_objects", "record_name"]
 
 
 class BadExampleError(ValueError):
     """Training data holds an example no stage can train on; the message names the record."""
+
+
+def jsonl_objects(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of the JSONL file at ``path``, 1-based.
+    A line that is not UTF-8, not JSON or not a JSON object raises :class:`BadExampleError`
+    naming ``path:line`` (and the bad byte's column)."""
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise BadExampleError(f"{path}:{i}: not valid UTF-8 (byte {raw[e.start:e.start + 1]!r} at "
+                                      f"column {e.start + 1})") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BadExampleError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise BadExampleError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
+            yield i, row
 
 
 def record_name(example: Any, index: int) -> str:

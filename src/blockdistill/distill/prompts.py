@@ -7,7 +7,6 @@ deduplication of offline collection, so they must be stable across runs: a JSONL
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from blockdistill.data.checks import BadExampleError, jsonl_objects
 from blockdistill.data.vision import collate_vision
 from blockdistill.models.families import VisionInputs
 
@@ -28,27 +28,20 @@ def read_prompts(path: str | Path, tokenizer: Any = None) -> list[dict[str, Any]
     their number; duplicate ids raise."""
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if "prompt_ids" in row:
-                ids = [int(t) for t in row["prompt_ids"]]
-            elif "prompt" in row:
-                if tokenizer is None:
-                    raise ValueError(f"{path}:{lineno}: text prompts need a tokenizer (data.tokenizer)")
-                ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
-            else:
-                raise ValueError(f"{path}:{lineno}: expected a 'prompt' or 'prompt_ids' key, got {sorted(row)}")
-            ex = str(row.get("id", len(rows)))
-            if ex in seen:
-                raise ValueError(f"{path}:{lineno}: duplicate id {ex!r}")
-            seen.add(ex)
-            rows.append({"id": ex, "prompt_ids": ids})
+    for lineno, row in jsonl_objects(path):
+        if "prompt_ids" in row:
+            ids = [int(t) for t in row["prompt_ids"]]
+        elif "prompt" in row:
+            if tokenizer is None:
+                raise ValueError(f"{path}:{lineno}: text prompts need a tokenizer (data.tokenizer)")
+            ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+        else:
+            raise BadExampleError(f"{path}:{lineno}: expected a 'prompt' or 'prompt_ids' key, got {sorted(row)}")
+        ex = str(row.get("id", len(rows)))
+        if ex in seen:
+            raise BadExampleError(f"{path}:{lineno}: duplicate id {ex!r}")
+        seen.add(ex)
+        rows.append({"id": ex, "prompt_ids": ids})
     if not rows:
         raise ValueError(f"{path}: no prompts")
     return rows

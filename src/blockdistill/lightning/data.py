@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +11,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from blockdistill.data import BlockCollator
-from blockdistill.data.checks import BadExampleError, check_examples
+from blockdistill.data.checks import BadExampleError, check_examples, jsonl_objects
 from blockdistill.lightning.resume import ResumableLoader
 
 
@@ -24,36 +23,22 @@ class JsonlExamples(Dataset):
         self.rows: list[dict[str, Any]] = []
         self.names: list[str] = []
         """``path:line`` of each row, for errors that name the record."""
-        with open(path, "rb") as f:
-            for i, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise BadExampleError(f"{path}:{i}: not valid UTF-8 (byte {raw[e.start:e.start + 1]!r} at "
-                                          f"column {e.start + 1})") from None
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise BadExampleError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-                if not isinstance(row, dict):
-                    raise BadExampleError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
-                if "prompt_ids" in row and "response_ids" in row:
-                    self.rows.append({"prompt_ids": row["prompt_ids"], "response_ids": row["response_ids"]})
-                elif "prompt" in row and "response" in row:
-                    if tokenizer is None:
-                        raise ValueError(f"{path}:{i}: text examples need a tokenizer (data.tokenizer)")
-                    for part in ("prompt", "response"):
-                        if not isinstance(row[part], str) or not row[part].strip():
-                            raise BadExampleError(f"{path}:{i}: empty {part}" if isinstance(row[part], str)
-                                                  else f"{path}:{i}: {part} is {type(row[part]).__name__}, not text")
-                    self.rows.append({"prompt_ids": tokenizer(row["prompt"], add_special_tokens=False)["input_ids"],
-                                      "response_ids": tokenizer(row["response"], add_special_tokens=False)["input_ids"]})
-                else:
-                    raise BadExampleError(f"{path}:{i}: expected keys prompt/response or prompt_ids/response_ids, "
-                                          f"got {sorted(row)}")
-                self.names.append(f"{path}:{i}")
+        for i, row in jsonl_objects(path):
+            if "prompt_ids" in row and "response_ids" in row:
+                self.rows.append({"prompt_ids": row["prompt_ids"], "response_ids": row["response_ids"]})
+            elif "prompt" in row and "response" in row:
+                if tokenizer is None:
+                    raise ValueError(f"{path}:{i}: text examples need a tokenizer (data.tokenizer)")
+                for part in ("prompt", "response"):
+                    if not isinstance(row[part], str) or not row[part].strip():
+                        raise BadExampleError(f"{path}:{i}: empty {part}" if isinstance(row[part], str)
+                                              else f"{path}:{i}: {part} is {type(row[part]).__name__}, not text")
+                self.rows.append({"prompt_ids": tokenizer(row["prompt"], add_special_tokens=False)["input_ids"],
+                                  "response_ids": tokenizer(row["response"], add_special_tokens=False)["input_ids"]})
+            else:
+                raise BadExampleError(f"{path}:{i}: expected keys prompt/response or prompt_ids/response_ids, "
+                                      f"got {sorted(row)}")
+            self.names.append(f"{path}:{i}")
         if not self.rows:
             raise ValueError(f"{path}: no examples")
 
