@@ -12,7 +12,16 @@ Layout under ``run_dir``::
     curate/                     the curation's files (splits/train.jsonl, eval_en.jsonl, dcd.jsonl, ...)
     tokenizer/                  the run's tokenizer (no [MASK]; the adapter adds it)
     data/{train,test,dcd}.jsonl rendered examples: prompt_ids, response_ids, reference, mesh, key
-    data/summary.json           counts, lengths, the labeler ceiling, the mapping's coverage
+    data/{split}.rejects.jsonl  studies left out before training, each with its study id and reason
+    data/summary.json           counts (rejects by kind), lengths, the labeler ceiling, the mapping's coverage
+
+A curated study the stage cannot train on is left out before training, never met at a batch:
+report text that is not valid UTF-8 (lone surrogates) or holds control characters, an empty
+response after rendering (no findings and no impression), an empty prompt, a response longer
+than ``data.max_response_tokens`` (train and dcd: the test split keeps long reports, generation
+is capped), or an example longer than the backbone's context (``model.max_position_embeddings``
+for the tiny model, the model folder's ``config.json`` otherwise; for the test split the prompt
+alone). Each goes to ``data/<split>.rejects.jsonl`` and is counted in the summary.
     ar/ rad_L{L}/ dcd_L{L}/     models (``model/``) and training runs (``train/``)
     traj_L{L}/                  teacher trajectories
     eval/ results.json report.md plots/
@@ -131,9 +140,70 @@ def labeler_ceilings(ws: Workspace, test: list[Any]) -> dict[str, Any]:
             "raw": of(_records(ws.curate_dir / "stages" / "00_read.jsonl"))}
 
 
+def model_context(cfg: TextConfig) -> int | None:
+    """The backbone's context length: ``model.max_position_embeddings`` for the tiny model, else
+    its folder's ``config.json`` (None when it records none)."""
+    if cfg.model.kind == "tiny":
+        return cfg.model.max_position_embeddings
+    from examples.iu_text.model import model_source
+
+    value = json.loads((model_source(cfg.model) / "config.json").read_text()).get("max_position_embeddings")
+    return int(value) if value else None
+
+
+def _text_problem(record: Any) -> tuple[str, str] | None:
+    """``(kind, reason)`` for report text no tokenizer should be given: lone surrogates (bytes
+    that were not UTF-8, kept by ``errors="surrogateescape"``) or control characters other than
+    tab and newline; None when the text is usable."""
+    for part in ("findings", "impression"):
+        text = getattr(record, part) or ""
+        for i, ch in enumerate(text):
+            if "\ud800" <= ch <= "\udfff":
+                return "unusable_text", f"{part} is not valid UTF-8 (lone surrogate U+{ord(ch):04X} at character {i})"
+            if (ord(ch) < 32 and ch not in "\t\n\r") or ord(ch) == 127:
+                return "unusable_text", f"{part} holds control character U+{ord(ch):04X} at character {i}"
+    return None
+
+
+def render_split(tok: Any, records: list[Any], split: str, *, max_response_tokens: int | None,
+                 context: int | None, block_size: int) -> tuple[list[dict[str, Any]], list[Any], dict[str, int]]:
+    """The split's examples, the rejected studies (:class:`Rejected`, stage ``data``, reason
+    ``study <key>: ...``) and the rejects counted by kind. ``max_response_tokens`` None: no cap;
+    the context check pads to whole blocks of ``block_size`` (the run's largest)."""
+    from collections import Counter
+
+    from blockdistill.data.checks import example_problem
+    from examples.echo_cxr.data.records import Rejected
+    from examples.iu_text.prompts import build_sample
+
+    kept, rejects, kinds = [], [], Counter()
+    for r in records:
+        problem = _text_problem(r)
+        if problem is None:
+            try:
+                sample = build_sample(tok, r)
+            except ValueError as e:  # a report with neither findings nor impression
+                problem = "empty", f"empty response after rendering ({str(e).split(': ', 1)[-1]})"
+            else:
+                n = len(sample["response_ids"])
+                if max_response_tokens is not None and n > max_response_tokens:
+                    problem = "too_long", f"response of {n} tokens exceeds data.max_response_tokens ({max_response_tokens})"
+                else:
+                    check = sample if split != "test" else {**sample, "response_ids": [0]}  # test: the prompt must fit
+                    why = example_problem(check, block_size=block_size, vocab_size=len(tok), context=context)
+                    if why is not None:
+                        problem = ("over_context" if "context" in why else "empty" if why.startswith("empty") else "bad_ids"), why
+        if problem is None:
+            kept.append(sample)
+            continue
+        kind, why = problem
+        kinds[kind] += 1
+        rejects.append(Rejected.of(r, "data", f"study {r.key}: {why}"))
+    return kept, rejects, dict(sorted(kinds.items()))
+
+
 def stage_data(cfg: TextConfig, ws: Workspace) -> dict[str, Any]:
     from examples.iu_text.mesh import coverage
-    from examples.iu_text.prompts import build_sample
 
     curation = _curate(cfg, ws)
     split_dir = ws.curate_dir / "splits"
@@ -150,13 +220,18 @@ def stage_data(cfg: TextConfig, ws: Workspace) -> dict[str, Any]:
     tok = _tokenizer(cfg, ws, recs["train"])
     summary: dict[str, Any] = {"curation": [{k: s[k] for k in ("stage", "in", "out", "rejected")}
                                             for s in curation.get("stages", [])]}
+    context = model_context(cfg)
+    block = max([*cfg.rad.block_sizes, cfg.collect.block_size])
     for name, records in recs.items():
-        # the test split keeps every study: its long reports are scored too (generation is capped)
+        # the test split keeps its long reports: they are scored too (generation is capped)
         limit = None if name == "test" else cfg.data.max_response_tokens
-        rows = [build_sample(tok, r, limit) for r in records]
-        kept = [r for r in rows if r is not None]
+        kept, rejects, kinds = render_split(tok, records, name, max_response_tokens=limit, context=context,
+                                            block_size=block)
         _write_jsonl(ws.data_dir / f"{name}.jsonl", kept)
-        summary[name] = {"studies": len(records), "kept": len(kept), "too_long": len(rows) - len(kept),
+        _write_jsonl(ws.data_dir / f"{name}.rejects.jsonl", [json.loads(j.to_json()) for j in rejects])
+        summary[name] = {"studies": len(records), "kept": len(kept), "rejected": len(rejects),
+                         "rejected_by_kind": kinds, "too_long": kinds.get("too_long", 0),
+                         "rejects": str(ws.data_dir / f"{name}.rejects.jsonl"),
                          "prompt_tokens": _lengths(kept, "prompt_ids"), "response_tokens": _lengths(kept, "response_ids")}
     summary["labeler_ceiling"] = labeler_ceilings(ws, recs["test"])
     summary["mesh_coverage"] = coverage(r.metadata.get("mesh_major") or [] for r in recs["train"] + recs["test"])
