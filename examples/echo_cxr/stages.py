@@ -93,11 +93,7 @@ def stage_rad(cfg: EchoConfig, ws: Workspace) -> dict[str, Any]:
     from transformers import AutoModelForImageTextToText
 
     out: dict[str, Any] = {}
-    for size in cfg.rad.block_sizes:
-        name = f"rad_L{size}"
-        if ws.finished(name):
-            out[name] = "kept"
-            continue
+    for size, name in ws.pending_sizes("rad", cfg.rad.block_sizes, out):
         L.seed_everything(cfg.seed)
         tok = ws.tokenizer()
         model = AutoModelForImageTextToText.from_pretrained(ws.model_dir("ar"))

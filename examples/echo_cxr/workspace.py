@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import random
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,16 @@ class RunPaths:
         """Whether the sub-stage ``name`` (``rad_L4``, one block size of a stage) saved its model
         and was marked done: a rerun of its stage keeps it."""
         return (self.model_dir(name) / "config.json").is_file() and (self.root / name / "DONE").is_file()
+
+    def pending_sizes(self, stage: str, sizes: Iterable[int], out: dict[str, Any]) -> Iterator[tuple[int, str]]:
+        """``(L, f"{stage}_L{L}")`` for each block size of ``stage`` still to run, in order; a
+        :meth:`finished` one is recorded in ``out`` as ``"kept"`` and skipped."""
+        for size in sizes:
+            name = f"{stage}_L{size}"
+            if self.finished(name):
+                out[name] = "kept"
+            else:
+                yield size, name
 
     def mark_finished(self, name: str, summary: dict[str, Any]) -> None:
         """Mark ``name`` done (atomically) once its model is saved."""
