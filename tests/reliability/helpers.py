@@ -43,10 +43,11 @@ def write_teacher(tmp_path: Path) -> Path:
 
 
 def run_faulty(what: str, args: list[str], *, kill_at: int | None = None, nan_at: int | None = None,
-               nan_rank: int | None = None, kill_after_batches: int | None = None,
+               nan_rank: int | None = None, kill_after_batches: int | None = None, fsdp2: bool = False,
                timeout: int = 300) -> subprocess.CompletedProcess:
     """``tests.reliability.runner`` in a subprocess (the fault injected there, for real)."""
     flags = [] if kill_after_batches is None else ["--kill-after-batches", str(kill_after_batches)]
+    flags += ["--fsdp2"] if fsdp2 else []
     if kill_at is not None:
         flags += ["--kill-at", str(kill_at)]
     if nan_at is not None:

@@ -118,3 +118,46 @@ def test_ddp_nan_on_one_rank_stops_every_rank_and_keeps_the_good_checkpoint(tmp_
     good = ckpt(tmp_path / "run")
     assert good["global_step"] == 2 and finite(good)
     assert not (tmp_path / "rad").exists()
+
+
+@pytest.mark.slow  # two processes, about as long as the DDP test (161 s vs 145 s side by side, under contention)
+def test_fsdp2_nan_on_one_rank_skips_and_stops_every_rank_alike_with_the_weights_unchanged(tmp_path):
+    """The guard under real FSDP2 sharding (``fully_shard``, Lightning's ModelParallelStrategy), 2
+    CPU processes over gloo: rank 1's loss is NaN from step 3; both ranks skip steps 3, 4, 5 with
+    the gathered weights unchanged, and both stop at the 4th with NaNLossError; last.ckpt is step
+    2's, finite. (FSDP1, Lightning's ``strategy=fsdp``, cannot run on CPU: see the next test.)"""
+    tok, data = write_text_data(tmp_path)
+    args = ["train-rad", "--config", "configs/tiny/rad.yaml", f"data.tokenizer={tok}", f"data.train_file={data}",
+            "trainer.max_steps=8", "trainer.save_every_n_steps=2", "trainer.devices=2",
+            "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "data.batch_size=2",
+            f"output_dir={tmp_path / 'rad'}", f"trainer.default_root_dir={tmp_path / 'run'}"]
+    r = run_faulty("cli", args, nan_at=3, nan_rank=1, fsdp2=True, timeout=240)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out[-3000:]
+    for rank in (0, 1):
+        assert f"[rank{rank}]: blockdistill.lightning.common.NaNLossError: loss was non-finite for 4 consecutive " \
+               "steps (last at global step 6)" in out, out[-3000:]
+        assert [line for line in r.stdout.splitlines() if line.endswith(f"(rank {rank})")] == \
+               [f"weights unchanged at step {s} (rank {rank})" for s in (4, 5, 6)]
+    assert out.count("warning: non-finite loss at step") == 3  # printed by rank 0, one per skipped step
+    good = ckpt(tmp_path / "run")
+    assert good["global_step"] == 2 and finite(good)
+    assert not (tmp_path / "rad").exists()
+
+
+def test_fsdp1_cannot_run_on_cpu_here(tmp_path):
+    """Why the FSDP1 code paths (``strategy=fsdp``, the FSDP root's ``clip_grad_norm_``) have no CPU
+    test: Lightning refuses it, and torch's FSDP1 itself refuses a machine without an accelerator."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    with pytest.raises(ValueError, match="The strategy `fsdp` requires a GPU accelerator"):
+        L.Trainer(strategy="fsdp", accelerator="cpu", devices=2, logger=False)
+    if torch.accelerator.is_available():
+        pytest.skip("an accelerator is present here")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(RuntimeError, match="FSDP needs a non-CPU accelerator device, but no accelerator"):
+            FullyShardedDataParallel(torch.nn.Linear(2, 2))
+    finally:
+        dist.destroy_process_group()
