@@ -67,7 +67,7 @@ def stage_eval(cfg: TextConfig, ws: Workspace) -> dict[str, Any]:
     data = test[: e.n_test] if e.n_test else test
     report = evaluate_variants(variants, data, tok, metrics=TextMetrics(semscore=e.semscore, repetition_n=e.repetition_ngram),
                                scorers={"clinical": MeshClinicalScorer()},
-                               batch_size=e.batch_size, warmup=1, progress=False)
+                               batch_size=e.batch_size, warmup=1, progress=True)
     rows = [_row(r) for r in report.rows if r["group"] == "lang"]
     t_quality = time.perf_counter() - t0
     speed = measure_speed(variants, data, tok, e.speed_samples, e.speed_batch_size) if e.speed_samples else {}

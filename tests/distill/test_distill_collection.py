@@ -120,6 +120,19 @@ def test_collection_writes_shards_manifest_and_reads_back(tmp_path) -> None:
     assert batch.kl_mask.any() and batch.eos_mask.any()
 
 
+def test_collection_logs_progress_lines_without_a_terminal(tmp_path, capsys) -> None:
+    """Rank 0 logs the last batch's line (always printed): batches done of all and the writer's
+    counts, so a log file shows how far a long collection is."""
+    import re
+
+    run_collect(tmp_path)
+    err = capsys.readouterr().err
+    n_batches = -(-len(prompt_rows()) // 2)
+    assert re.search(rf"collect rank 0: {n_batches}/{n_batches} batches .*kept 11 \(9 in shards\), skipped 0, "
+                     rf"dropped_repetition "
+                     rf"{len(LOOPS)}", err), err
+
+
 def test_interrupted_collection_resumes_without_loss_or_duplicates(tmp_path) -> None:
     with pytest.raises(Preempted):
         run_collect(tmp_path, callbacks=[Interrupt(after=3)])

@@ -257,3 +257,15 @@ def test_runner_rejects_bad_inputs():
     assert rep.rows[0]["n"] == 1 and rep.rows[0]["block_size"] == L
     v8 = Variant("L8", BlockDiffusionLM(bd.model, replace(bd.spec, block_size=8)), v.sampler)
     assert v8.block_size == 8 and Variant("ar", bd, SamplerConfig("ar")).block_size is None
+
+
+def test_generate_split_logs_progress_lines_without_a_terminal(capsys):
+    """With ``progress=True`` and stderr not a terminal (as under pytest), the split logs its
+    progress as lines that a log file keeps (the last one always: 3 of 3)."""
+    import re
+
+    bd, tok = _model()
+    split = _examples([4, 8, 12], ["en"] * 3)
+    generate_split(Variant("v", bd, SamplerConfig("ar", max_new_tokens=4)), split, tok, batch_size=2, progress=True)
+    err = capsys.readouterr().err
+    assert re.search(r"generate v: 3/3 ex", err), err

@@ -248,6 +248,11 @@ class ShardWriter:
         self.flush()
 
     @property
+    def pending(self) -> int:
+        """Records kept but not yet in a shard (written at the next full shard or :meth:`close`)."""
+        return len(self._buffer)
+
+    @property
     def stats(self) -> dict[str, int]:
         """This run's counts: ``written``, ``skipped`` (already done) and ``dropped_<reason>``."""
         return {"written": self.written, "skipped": self.skipped,

@@ -24,6 +24,7 @@ from blockdistill.data import BlockCollator
 from blockdistill.evaluation.sampler import Variant
 from blockdistill.evaluation.stats import RunStats
 from blockdistill.evaluation.text import decode_ids
+from blockdistill.utils.progress import LineProgress
 
 __all__ = ["GroupKey", "Prediction", "SplitOutput", "default_lang", "default_source", "generate_split"]
 
@@ -122,7 +123,8 @@ def generate_split(
         lang_of, source_of: group of an example, from its extras (everything but ids and pixels).
         warmup: extra untimed, discarded runs of the first batch (one-time kernel and allocator
             set-up would otherwise count against the first batch's throughput).
-        progress: show a tqdm bar.
+        progress: show a tqdm bar on a terminal, else log a line at most every 30 s
+            (:class:`~blockdistill.utils.progress.LineProgress`).
         total: number of examples for the bar (default ``len(examples)`` when defined).
     Returns:
         :class:`SplitOutput`: one :class:`Prediction` per example, in split order, and
@@ -147,6 +149,7 @@ def generate_split(
     pending: dict[GroupKey, list[tuple[int, Mapping[str, Any]]]] = {}
     warm_left = warmup
     bar = tqdm(total=total, desc=variant.name, unit="ex", disable=not progress, leave=False)
+    lines = LineProgress(f"generate {variant.name}", total) if progress else None  # no terminal: log lines
 
     def run(key: GroupKey, items: list[tuple[int, Mapping[str, Any]]]) -> None:
         nonlocal warm_left
@@ -167,6 +170,8 @@ def generate_split(
             text = decode_ids(seq, out_tok, eos_id=spec.eos_token_id, drop_ids=drop)
             preds[i] = Prediction(i, key[0], key[1], text, _references(ex, tokenizer), int(seq.shape[0]), meta)
         bar.update(len(items))
+        if lines is not None:
+            lines.update(len(items))
 
     was_training = model.training
     model.eval()

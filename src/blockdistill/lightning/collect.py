@@ -37,6 +37,7 @@ from blockdistill.distill.writer import ShardWriter, done_ids, finalize_manifest
 from blockdistill.lightning.data import order_seed
 from blockdistill.lightning.resume import ResumableLoader
 from blockdistill.sampling.denoiser import Denoiser
+from blockdistill.utils.progress import LineProgress
 
 __all__ = ["CollectSystem", "PromptDataModule", "TrajectoryWriter"]
 
@@ -125,6 +126,9 @@ class TrajectoryWriter(BasePredictionWriter):
     ``producer`` (teacher weights hash, policy, decode settings) is recorded in the manifests, and a
     directory another producer wrote is refused; damaged shards already there are regenerated.
 
+    Without a terminal, rank 0 logs a line per batch at most every 30 s (batches done of all, the
+    writer's counts).
+
     On an exception (e.g. Ctrl-C) the records already decoded are flushed, so a resumed run
     redoes only the unfinished ones. Rank 0 merges the manifests into ``manifest.json`` at the end.
     """
@@ -136,11 +140,18 @@ class TrajectoryWriter(BasePredictionWriter):
         self.producer = producer
         self.writer: ShardWriter | None = None
         self.summary: dict[str, Any] | None = None
+        self._lines: LineProgress | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.writer = ShardWriter(self.directory, rank=trainer.global_rank, shard_size=self.shard_size,
                                   filter=self.filter, meta=self.meta, producer=self.producer,
                                   world_size=trainer.world_size)
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        total = trainer.num_predict_batches[0] if trainer.num_predict_batches else None
+        # Without a terminal (a log file), one line per batch at most every 30 s, on rank 0.
+        self._lines = LineProgress(f"collect rank {trainer.global_rank}", total=None if total == float("inf") else
+                                   int(total), unit="batches") if trainer.is_global_zero else None
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
                            dataloader_idx) -> None:
@@ -148,6 +159,10 @@ class TrajectoryWriter(BasePredictionWriter):
         bar = trainer.progress_bar_callback
         if bar is not None and getattr(bar, "predict_progress_bar", None) is not None:
             bar.predict_progress_bar.set_postfix(self.writer.stats, refresh=False)
+        if self._lines is not None:
+            w = self.writer
+            self._lines.update(1, note=f"kept {w.written + w.pending} ({w.written} in shards), "
+                               + ", ".join(f"{k} {v}" for k, v in w.stats.items() if k != "written"))
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.writer.close()
