@@ -21,7 +21,7 @@ from blockdistill.sampling.common import check_prompts, device_sync, finish_sequ
 from blockdistill.sampling.output import GenerationOutput, GenerationStats
 from blockdistill.sampling.policies import proposals
 
-__all__ = ["ar_generate"]
+__all__ = ["ar_generate", "ar_step"]
 
 _SLICEABLE = ("sdpa", "eager")  # dense masks: one render for all steps, sliced per step
 
@@ -99,9 +99,7 @@ def ar_generate(model: BlockDiffusionLM, prompt_ids: Tensor, prompt_lens: Tensor
         else:
             sub = SlotLayout(lay.clean_index[:, : p + t + 1], lay.noisy[:, : p + t + 1], lay.valid[:, : p + t + 1], 1, p + t + 1)
             mask = model.render_mask(sub, emb.dtype, num_queries=1)
-        hidden = model.run(decoder_emb(tok[:, None]), model.family.text_positions(index, delta), None,
-                           num_queries=1, cache=cache, attn_mask=mask)
-        logits = model.logits(hidden[:, 0])
+        logits = ar_step(model, decoder_emb, tok, index, delta, cache, mask)
         nfe += 1
         row_forwards += tok.shape[0]
 
@@ -112,6 +110,16 @@ def ar_generate(model: BlockDiffusionLM, prompt_ids: Tensor, prompt_lens: Tensor
     stats = GenerationStats(nfe=nfe, nfe_decode=nfe - 1, row_forwards=row_forwards, generated_tokens=sum(lengths),
                             lengths=lengths, wall_s=wall, prefill_s=prefill_s)
     return GenerationOutput(seqs, stats)
+
+
+def ar_step(model: BlockDiffusionLM, embed, tok: Tensor, index: Tensor, delta: Tensor, cache, mask) -> Tensor:
+    """One AR decode step, the forward :func:`ar_generate` runs per token (and the one
+    :func:`blockdistill.evaluation.forward_cost_limit` times as ``t(1)``): the tokens ``tok``
+    ``(B,)`` at clean indices ``index`` ``(B, 1)`` appended to ``cache``, ``mask`` the step's
+    pre-rendered mask, ``embed`` the decoder's input embeddings. Returns float ``(B, V)`` logits."""
+    hidden = model.run(embed(tok[:, None]), model.family.text_positions(index, delta), None,
+                       num_queries=1, cache=cache, attn_mask=mask)
+    return model.logits(hidden[:, 0])
 
 
 def _each(mask, fn):
