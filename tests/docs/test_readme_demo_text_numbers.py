@@ -1,30 +1,17 @@
 """The README's demo-text table is the recorded `make demo-text` run (docs/demo-text/results.json)."""
 
 import json
-import re
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.docs.readme_tables import ROOT, readme_block, readme_rows
+
 COLUMNS = ["clinical_macro_f1", "rouge_l", "bleu4", "cider_d", "semscore", "repetition_rate", "tokens_per_s_decode",
            "tpf", "nfe"]
 
-
-def _readme_rows() -> dict[str, list[str]]:
-    text = (ROOT / "README.md").read_text()
-    block = text[text.index("<!-- demo-text-results:start -->"):text.index("<!-- demo-text-results:end -->")]
-    rows = {}
-    for line in block.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 1 + len(COLUMNS) and re.fullmatch(r"[A-Za-z_0-9]+", cells[0]) and cells[0] != "variant":
-            rows[cells[0]] = cells[1:]
-    return rows
-
-
 def test_readme_demo_text_table_matches_the_recorded_run() -> None:
     recorded = {r["variant"]: r for r in json.loads((ROOT / "docs/demo-text/results.json").read_text())["rows"]}
-    rows = _readme_rows()
+    rows = readme_rows("demo-text-results", len(COLUMNS))
     assert set(rows) == set(recorded), "README demo-text table and docs/demo-text/results.json list different variants"
     for variant, cells in rows.items():
         for col, cell in zip(COLUMNS, cells):
@@ -34,8 +21,7 @@ def test_readme_demo_text_table_matches_the_recorded_run() -> None:
 
 def test_readme_demo_text_targets_match_the_recorded_run() -> None:
     """Each target line in the block (`- name: measured ... met|missed`) says what results.json says."""
-    text = (ROOT / "README.md").read_text()
-    block = text[text.index("<!-- demo-text-results:start -->"):text.index("<!-- demo-text-results:end -->")]
+    block = readme_block("demo-text-results")
     targets = json.loads((ROOT / "docs/demo-text/results.json").read_text())["targets"]
     for t in targets:
         line = next((ln for ln in block.splitlines() if f"`{t['name']}`" in ln), None)
